@@ -1,0 +1,19 @@
+"""convexnn: two-layer ReLU networks trained to global optimality through their convex reformulation."""
+
+from . import certificates as certificates
+from . import losses as losses
+from . import operators as operators
+from . import patterns as patterns
+from . import prox as prox
+from .certificates import lam_max as lam_max
+from .losses import CrossEntropy as CrossEntropy
+from .losses import Logistic as Logistic
+from .losses import Squared as Squared
+from .patterns import activation_masks as activation_masks
+from .patterns import deduplicate_masks as deduplicate_masks
+from .patterns import sample_gates as sample_gates
+from .solution import Solution as Solution
+from .solution import Status as Status
+from .solvers.gated import solve_gated as solve_gated
+
+__version__ = "0.1.0"

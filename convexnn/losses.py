@@ -1,0 +1,258 @@
+"""Losses L(ŷ, y) with their gradient, Fenchel conjugate and the divergences the solvers need.
+
+Every loss here is a sum over rows divided by a normaliser N that is fixed by the data (n·c for the
+squared and logistic losses, n for cross-entropy), so values computed on row blocks add up: that is what
+lets the solvers split X by rows. Predictions z and targets y are (n, c) inside the solvers.
+
+Besides value and gradient each loss gives
+- `conjugate(θ)`: L*(θ) = sup_z ⟨θ, z⟩ − L(z), for dual objectives;
+- `fenchel_young_gap(z, θ)`: L(z) + L*(θ) − ⟨θ, z⟩ ≥ 0, written without cancellation (a squared norm or a KL
+  divergence), which is what the duality gap is made of;
+- `bregman(z1, z0)`: L(z1) − L(z0) − ⟨∇L(z0), z1 − z0⟩ ≥ 0, for the line search, also cancellation-free;
+- `hvp(z, dz)`: ∇²L(z) dz, for Newton steps.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import ClassVar
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.scipy.special import xlogy
+from jax.typing import ArrayLike
+from jaxtyping import Array, Float, Scalar
+
+__all__ = ["Loss", "Squared", "Logistic", "CrossEntropy", "get_loss"]
+
+
+class Loss(eqx.Module):
+    """A separable loss L(z, y) = (1/N) Σ_rows ℓ(z_j, y_j) on (n, c) predictions."""
+
+    name: ClassVar[str] = "loss"
+
+    @abc.abstractmethod
+    def normaliser(self, y: Float[Array, "n c"]) -> int:
+        """N, the number the summed loss is divided by (computed from the global shape)."""
+
+    @abc.abstractmethod
+    def value(self, z: Float[Array, "n c"], y: Float[Array, "n c"], N: int) -> Scalar:
+        """L(z) = (1/N) Σ ℓ(z_j, y_j)."""
+
+    @abc.abstractmethod
+    def grad(self, z: Float[Array, "n c"], y: Float[Array, "n c"], N: int) -> Float[Array, "n c"]:
+        """∇L(z)."""
+
+    @abc.abstractmethod
+    def conjugate(self, theta: Float[Array, "n c"], y: Float[Array, "n c"], N: int) -> Scalar:
+        """L*(θ) = sup_z ⟨θ, z⟩ − L(z) (+inf outside its domain)."""
+
+    @abc.abstractmethod
+    def fenchel_young_gap(
+        self, z: Float[Array, "n c"], theta: Float[Array, "n c"], y: Float[Array, "n c"], N: int
+    ) -> Scalar:
+        """L(z) + L*(θ) − ⟨θ, z⟩ ≥ 0, computed without cancellation."""
+
+    @abc.abstractmethod
+    def bregman(
+        self, z1: Float[Array, "n c"], z0: Float[Array, "n c"], y: Float[Array, "n c"], N: int
+    ) -> Scalar:
+        """L(z1) − L(z0) − ⟨∇L(z0), z1 − z0⟩ ≥ 0."""
+
+    @abc.abstractmethod
+    def hvp(
+        self, z: Float[Array, "n c"], dz: Float[Array, "n c"], y: Float[Array, "n c"], N: int
+    ) -> Float[Array, "n c"]:
+        """∇²L(z) dz."""
+
+    @abc.abstractmethod
+    def hessian_diagonal(self, z: Float[Array, "n c"], y: Float[Array, "n c"], N: int) -> Float[Array, "n c"]:
+        """h ≥ 0, the diagonal of ∇²L(z) (the whole Hessian for losses that act entry by entry)."""
+
+    @abc.abstractmethod
+    def metric(self, z: Float[Array, "n c"], y: Float[Array, "n c"]) -> Scalar:
+        """A readable score of predictions: mean squared error, or accuracy for classification."""
+
+    metric_name: ClassVar[str] = "metric"
+
+    def prepare_targets(self, y: ArrayLike, c: int | None = None) -> np.ndarray:
+        """Check targets on the host and give them the (n, c) float form the solvers use."""
+        y = np.asarray(y)
+        if not np.issubdtype(y.dtype, np.number) and y.dtype != bool:
+            raise ValueError(f"y must be numeric; got dtype {y.dtype}")
+        return y.reshape(y.shape[0], -1) if y.ndim == 1 else y
+
+
+class Squared(Loss):
+    """L(z) = (1/(2nc)) Σ_jk (z_jk − y_jk)²: the mean of ½(ŷ − y)² over all n·c entries (as scnn)."""
+
+    name: ClassVar[str] = "squared"
+    metric_name: ClassVar[str] = "mse"
+
+    def normaliser(self, y):
+        return y.shape[0] * y.shape[1]
+
+    def value(self, z, y, N):
+        return 0.5 * jnp.sum(jnp.square(z - y)) / N
+
+    def grad(self, z, y, N):
+        return (z - y) / N
+
+    def conjugate(self, theta, y, N):
+        return 0.5 * N * jnp.sum(jnp.square(theta)) + jnp.sum(theta * y)
+
+    def fenchel_young_gap(self, z, theta, y, N):
+        return 0.5 * jnp.sum(jnp.square(z - y - N * theta)) / N
+
+    def bregman(self, z1, z0, y, N):
+        return 0.5 * jnp.sum(jnp.square(z1 - z0)) / N
+
+    def hvp(self, z, dz, y, N):
+        return dz / N
+
+    def hessian_diagonal(self, z, y, N):
+        return jnp.full_like(z, 1 / N)
+
+    def metric(self, z, y):
+        return jnp.mean(jnp.square(z - y))
+
+
+class Logistic(Loss):
+    """L(z) = (1/(nc)) Σ_jk log(1 + exp(−y_jk z_jk)) for labels y ∈ {−1, +1}."""
+
+    name: ClassVar[str] = "logistic"
+    metric_name: ClassVar[str] = "accuracy"
+
+    def normaliser(self, y):
+        return y.shape[0] * y.shape[1]
+
+    def value(self, z, y, N):
+        return jnp.sum(jax.nn.softplus(-y * z)) / N
+
+    def grad(self, z, y, N):
+        return -y * jax.nn.sigmoid(-y * z) / N
+
+    def conjugate(self, theta, y, N):
+        p = -N * theta * y  # must lie in [0, 1]
+        inside = jnp.all((p >= 0) & (p <= 1))
+        val = jnp.sum(xlogy(p, p) + xlogy(1 - p, 1 - p)) / N
+        return jnp.where(inside, val, jnp.inf)
+
+    def fenchel_young_gap(self, z, theta, y, N):
+        # N θ y = −p with p ∈ [0, 1]; the gap is Σ KL(Bernoulli(p) ‖ Bernoulli(σ(−y z))) / N.
+        p = jnp.clip(-N * theta * y, 0, 1)
+        u = y * z
+        kl = (
+            xlogy(p, p)
+            + xlogy(1 - p, 1 - p)
+            - p * jax.nn.log_sigmoid(-u)
+            - (1 - p) * jax.nn.log_sigmoid(u)
+        )
+        return jnp.sum(jnp.maximum(kl, 0)) / N
+
+    def bregman(self, z1, z0, y, N):
+        # KL(Bernoulli(σ(−u0)) ‖ Bernoulli(σ(−u1))), u = y z.
+        u0, u1 = y * z0, y * z1
+        p = jax.nn.sigmoid(-u0)
+        kl = p * (jax.nn.log_sigmoid(-u0) - jax.nn.log_sigmoid(-u1)) + (1 - p) * (
+            jax.nn.log_sigmoid(u0) - jax.nn.log_sigmoid(u1)
+        )
+        return jnp.sum(jnp.maximum(kl, 0)) / N
+
+    def hvp(self, z, dz, y, N):
+        s = jax.nn.sigmoid(y * z)
+        return s * (1 - s) * dz / N
+
+    def hessian_diagonal(self, z, y, N):
+        s = jax.nn.sigmoid(y * z)
+        return s * (1 - s) / N
+
+    def metric(self, z, y):
+        return jnp.mean(jnp.where(z >= 0, 1.0, -1.0) == y)
+
+    def prepare_targets(self, y, c=None):
+        y = super().prepare_targets(y)
+        bad = ~np.isin(y, (-1, 1))
+        if bad.any():
+            raise ValueError(
+                "y must hold labels in {-1, +1} for the logistic loss; got values "
+                f"{np.unique(y[bad])[:5].tolist()}"
+            )
+        return y
+
+
+class CrossEntropy(Loss):
+    """L(Z) = (1/n) Σ_j [logsumexp(z_j) − ⟨y_j, z_j⟩] for one-hot (or probability) rows y_j."""
+
+    name: ClassVar[str] = "cross_entropy"
+    metric_name: ClassVar[str] = "accuracy"
+
+    def normaliser(self, y):
+        return y.shape[0]
+
+    def value(self, z, y, N):
+        return jnp.sum(jax.nn.logsumexp(z, axis=1) - jnp.sum(y * z, axis=1)) / N
+
+    def grad(self, z, y, N):
+        return (jax.nn.softmax(z, axis=1) - y) / N
+
+    def conjugate(self, theta, y, N):
+        q = N * theta + y  # each row must lie in the simplex
+        tol = 10 * jnp.finfo(q.dtype).eps
+        inside = jnp.all(q >= -tol) & jnp.all(jnp.abs(jnp.sum(q, axis=1) - 1) <= tol * q.shape[1])
+        q = jnp.clip(q, 0, 1)
+        return jnp.where(inside, jnp.sum(xlogy(q, q)) / N, jnp.inf)
+
+    def fenchel_young_gap(self, z, theta, y, N):
+        q = jnp.clip(N * theta + y, 0, 1)
+        kl = jnp.sum(xlogy(q, q) - q * jax.nn.log_softmax(z, axis=1), axis=1)
+        return jnp.sum(jnp.maximum(kl, 0)) / N
+
+    def bregman(self, z1, z0, y, N):
+        logp0 = jax.nn.log_softmax(z0, axis=1)
+        kl = jnp.sum(jnp.exp(logp0) * (logp0 - jax.nn.log_softmax(z1, axis=1)), axis=1)
+        return jnp.sum(jnp.maximum(kl, 0)) / N
+
+    def hvp(self, z, dz, y, N):
+        p = jax.nn.softmax(z, axis=1)
+        return p * (dz - jnp.sum(p * dz, axis=1, keepdims=True)) / N
+
+    def hessian_diagonal(self, z, y, N):
+        p = jax.nn.softmax(z, axis=1)
+        return p * (1 - p) / N
+
+    def metric(self, z, y):
+        return jnp.mean(jnp.argmax(z, axis=1) == jnp.argmax(y, axis=1))
+
+    def prepare_targets(self, y, c=None):
+        y = np.asarray(y)
+        if y.ndim == 1 or (y.ndim == 2 and y.shape[1] == 1 and np.issubdtype(y.dtype, np.integer)):
+            y = y.reshape(-1)
+            if not (np.issubdtype(y.dtype, np.integer) or np.all(y == np.round(y))):
+                raise ValueError("y must hold integer class labels (n,) or one-hot rows (n, c) for cross_entropy")
+            if y.size and y.min() < 0:
+                raise ValueError(f"y class labels must be >= 0 for cross_entropy; got {y.min()}")
+            k = int(y.max()) + 1 if c is None else int(c)
+            if y.size and y.max() >= k:
+                raise ValueError(f"y class labels must be < {k}; got {y.max()}")
+            return np.eye(k)[y.astype(np.int64)]
+        if y.ndim != 2:
+            raise ValueError(f"y must be (n,) labels or (n, c) one-hot rows; got shape {y.shape}")
+        rows = y.sum(axis=1)
+        if np.any(y < 0) or not np.allclose(rows, 1.0, atol=1e-6):
+            raise ValueError("y must have non-negative rows summing to 1 (one-hot) for cross_entropy")
+        return y
+
+
+_LOSSES = {cls.name: cls for cls in (Squared, Logistic, CrossEntropy)}
+
+
+def get_loss(loss: str | Loss) -> Loss:
+    """Resolve a loss name ("squared", "logistic", "cross_entropy") or instance."""
+    if isinstance(loss, Loss):
+        return loss
+    if loss not in _LOSSES:
+        raise ValueError(f"loss must be one of {sorted(_LOSSES)} or a Loss instance; got {loss!r}")
+    return _LOSSES[loss]()

@@ -1,0 +1,75 @@
+"""The one result type of every solver, and its status codes."""
+
+from __future__ import annotations
+
+import enum
+from typing import Any
+
+import equinox as eqx
+import jax
+import numpy as np
+from jaxtyping import Array, Float, Int, PyTree
+
+__all__ = ["Status", "Solution"]
+
+
+class Status(enum.IntEnum):
+    """Why a solver stopped. Stable codes: append new ones, never renumber."""
+
+    CONVERGED = 0  # the duality gap met the tolerance: the objective is certified
+    MAX_ITERS = 1  # the iteration budget ran out first; the gap says how far off the objective may be
+    NONFINITE = 2  # an iterate became non-finite (divergence); the last finite iterate is returned
+    STALLED = 3  # objective and gap stopped improving at the dtype's precision before the gap met tol
+
+
+# Internal: a loop that has not stopped yet. Never leaves a solver.
+RUNNING = -1
+
+
+class Solution(eqx.Module):
+    """A solver's result: weights and a certificate of how good they are.
+
+    On a regularisation path every field gains a leading λ axis.
+
+    Attributes:
+        weights: (P, d) for y of shape (n,), (P, d, c) for y of shape (n, c); a pair (U, V) of those for
+            exact ReLU.
+        objective: L(Σ_i D_i X w_i, y) + λ Σ_i Σ_k ‖W[i, :, k]‖₂ at `weights`.
+        gap: a duality gap: objective − optimum ≤ gap, certified by a dual feasible point.
+        violation: cone-constraint violation (exact ReLU); 0 for gated ReLU.
+        iterations: iterations taken (proximal-gradient steps plus Newton steps).
+        status: a `Status` code as an integer array (it jits, vmaps and shards).
+        lam: the regularisation strength λ that was solved for.
+    """
+
+    weights: PyTree[Float[Array, "..."]]
+    objective: Float[Array, "*lam"]
+    gap: Float[Array, "*lam"]
+    violation: Float[Array, "*lam"]
+    iterations: Int[Array, "*lam"]
+    status: Int[Array, "*lam"]
+    lam: Float[Array, "*lam"]
+
+    @property
+    def converged(self) -> Any:
+        """True where the duality gap met the tolerance."""
+        return self.status == Status.CONVERGED
+
+    def __repr__(self) -> str:
+        leaves = [self.objective, self.gap, self.iterations, self.status]
+        if any(isinstance(x, jax.core.Tracer) for x in leaves):
+            return f"Solution(<traced>, weights={jax.tree.map(lambda w: w.shape, self.weights)})"
+        shapes = jax.tree.map(lambda w: f"{w.dtype}{list(w.shape)}", self.weights)
+        status = np.asarray(self.status)
+        if status.ndim == 0:
+            name = Status(int(status)).name.lower()
+            return (
+                f"Solution(status={name}, objective={float(self.objective):.8g}, gap={float(self.gap):.3g}, "
+                f"violation={float(self.violation):.3g}, iterations={int(self.iterations)}, "
+                f"lam={float(self.lam):.4g}, weights={shapes})"
+            )
+        counts = {Status(int(s)).name.lower(): int((status == s).sum()) for s in np.unique(status)}
+        return (
+            f"Solution(batch={status.shape}, status={counts}, objective={np.asarray(self.objective)}, "
+            f"gap_max={float(np.max(self.gap)):.3g}, iterations={np.asarray(self.iterations)}, weights={shapes})"
+        )

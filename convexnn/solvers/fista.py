@@ -1,0 +1,180 @@
+"""R-FISTA: accelerated proximal gradient with backtracking line search, step growth and restarts.
+
+One iteration, from the extrapolated point V with g = ∇F(K V) and G = Kᵀ g already known:
+
+    W⁺ = prox_{ηλ}(V − η G)                         group soft-thresholding
+    accept η if  F(K W⁺) − F(K V) − ⟨g, K(W⁺ − V)⟩ ≤ ‖W⁺ − V‖² / (2η)   (else shrink η, retry)
+    restart momentum if ⟨V − W⁺, W⁺ − W⟩ > 0        (gradient-mapping restart, O'Donoghue–Candès)
+    V⁺ = W⁺ + β (W⁺ − W),  K V⁺ = K W⁺ + β (K W⁺ − K W)   (no GEMM: K is linear)
+    g⁺ = ∇F(K V⁺),  G⁺ = Kᵀ g⁺                      one GEMM; also gives the dual point for the gap
+
+so an iteration costs one K (per line-search trial) and one Kᵀ. The step grows by `growth` after an
+accepted step whose measured curvature left room for it.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+from jaxtyping import Array, Bool, Float, Int, PyTree, Scalar
+
+from .. import prox
+from ..solution import RUNNING, Status
+from .objectives import CompositeSmooth
+
+__all__ = ["FistaState", "FistaOptions", "init_state", "fista_step", "tree_combine"]
+
+
+class FistaOptions(NamedTuple):
+    """Line-search constants (arrays or Python floats; they never change the traced program)."""
+
+    backtrack: float = 0.5  # shrink factor bound when a step is rejected
+    growth: float = 1.25  # step growth after an accepted step with slack
+    slack: float = 0.8  # grow only if the measured curvature times η is below this
+    max_backtracks: int = 40
+
+
+class FistaState(NamedTuple):
+    W: Float[Array, "p d c"]  # current iterate
+    img: PyTree  # K W
+    V: Float[Array, "p d c"]  # extrapolated point
+    img_v: PyTree  # K V
+    g_v: PyTree  # ∇F(K V)
+    G_v: Float[Array, "p d c"]  # Kᵀ ∇F(K V)
+    t: Scalar  # momentum parameter
+    step: Scalar  # step size η for the next line search
+    objective: Scalar  # F(K W) + λ‖W‖_{2,1}
+    gap: Scalar  # certified bound on objective − optimum
+    iterations: Int[Array, ""]
+    status: Int[Array, ""]
+    stable: Int[Array, ""]  # iterations since the set of non-zero groups last changed
+    active: Bool[Array, "p c"]  # the non-zero groups of W
+
+
+def tree_combine(a: PyTree, b: PyTree, alpha: Scalar, beta: Scalar) -> PyTree:
+    """alpha·a + beta·b leaf by leaf."""
+    return jax.tree.map(lambda x, y: alpha * x + beta * y, a, b)
+
+
+def _vdot(a: Array, b: Array) -> Scalar:
+    return jnp.sum(a * b)
+
+
+def evaluate(obj: CompositeSmooth, lam: Scalar, W: Array, img: PyTree, g: PyTree, G: Array) -> tuple:
+    """(objective, gap) at W, with the dual point taken from the gradient g (and G = Kᵀ g)."""
+    objective = obj.value(img) + lam * prox.group_l1(W)
+    return objective, obj.gap(lam, W, img, g, G)
+
+
+def init_state(
+    obj: CompositeSmooth, lam: Scalar, W0: Float[Array, "p d c"], step0: Scalar | None = None
+) -> FistaState:
+    """The state at W0: its image, gradient, objective, gap, and a first step size.
+
+    Without `step0` the first step is 1/ρ with ρ = ⟨K G, ∇²F K G⟩ / ‖G‖², the curvature of F∘K along
+    the gradient (one extra K); the line search corrects it from there.
+    """
+    img = obj.apply(W0)
+    g = obj.grad(img)
+    G = obj.transpose(g)
+    objective, gap = evaluate(obj, lam, W0, img, g, G)
+    dtype = W0.dtype
+    if step0 is None:
+        KG = obj.apply(G)
+        curv = jax.tree.reduce(jnp.add, jax.tree.map(_vdot, KG, obj.hvp(img, KG)))
+        gg = _vdot(G, G)
+        step0 = jnp.where((curv > 0) & (gg > 0), gg / jnp.where(curv > 0, curv, 1), 1.0)
+    active = prox.group_norms(W0) > 0
+    return FistaState(
+        W=W0,
+        img=img,
+        V=W0,
+        img_v=img,
+        g_v=g,
+        G_v=G,
+        t=jnp.ones((), dtype),
+        step=jnp.asarray(step0, dtype),
+        objective=objective,
+        gap=gap,
+        iterations=jnp.zeros((), jnp.int32),
+        status=jnp.asarray(RUNNING, jnp.int32),
+        stable=jnp.zeros((), jnp.int32),
+        active=active,
+    )
+
+
+def fista_step(obj: CompositeSmooth, lam: Scalar, s: FistaState, opts: FistaOptions) -> FistaState:
+    """One R-FISTA iteration (see the module docstring). Does not touch `status` or `iterations`."""
+    dtype = s.W.dtype
+    tiny = jnp.finfo(dtype).tiny
+    eps = jnp.finfo(dtype).eps
+
+    def attempt(step):
+        W_new = prox.group_soft_threshold(s.V - step * s.G_v, step * lam)
+        img_new = obj.apply(W_new)
+        dd = _vdot(W_new - s.V, W_new - s.V)
+        breg = obj.bregman(img_new, s.img_v)
+        # Rounding in F's values is ~eps·|F|; allow that much so a converged iterate is not rejected.
+        ok = breg <= dd / (2 * step) * (1 + 16 * eps) + 16 * eps * tiny
+        curvature = 2 * breg / jnp.maximum(dd, tiny)  # of F∘K along W_new − V
+        return W_new, img_new, ok, curvature
+
+    def backtrack_cond(c):
+        _, _, _, ok, _, k = c
+        return (~ok) & (k < opts.max_backtracks)
+
+    def backtrack_body(c):
+        step, _, _, _, curvature, k = c
+        # The curvature just measured says which step would have passed; never shrink by less than
+        # `backtrack`'s complement, never by more than 10×.
+        new_step = jnp.clip(0.95 / jnp.maximum(curvature, tiny), 0.1 * step, opts.backtrack * step)
+        return (new_step, *attempt(new_step), k + 1)
+
+    first = attempt(s.step)
+    step, W_new, img_new, _, curvature, _ = lax.while_loop(
+        backtrack_cond, backtrack_body, (s.step, *first, jnp.zeros((), jnp.int32))
+    )
+
+    restart = _vdot(s.V - W_new, W_new - s.W) > 0
+    t_next = (1 + jnp.sqrt(1 + 4 * s.t * s.t)) / 2
+    beta = jnp.where(restart, 0, (s.t - 1) / t_next)
+    t_next = jnp.where(restart, 1, t_next)
+    V = W_new + beta * (W_new - s.W)
+    img_v = tree_combine(img_new, s.img, 1 + beta, -beta)
+    g_v = obj.grad(img_v)
+    G_v = obj.transpose(g_v)
+
+    objective, gap = evaluate(obj, lam, W_new, img_new, g_v, G_v)
+    active = prox.group_norms(W_new) > 0
+    changed = jnp.any(active != s.active)
+    grow = curvature * step < opts.slack
+    return s._replace(
+        W=W_new,
+        img=img_new,
+        V=V,
+        img_v=img_v,
+        g_v=g_v,
+        G_v=G_v,
+        t=t_next.astype(dtype),
+        step=jnp.where(grow, step * opts.growth, step).astype(dtype),
+        objective=objective,
+        gap=gap,
+        stable=jnp.where(changed, 0, s.stable + 1),
+        active=active,
+    )
+
+
+def is_finite(s: FistaState) -> Bool[Array, ""]:
+    return jnp.all(jnp.isfinite(s.W)) & jnp.isfinite(s.objective) & jnp.isfinite(s.gap)
+
+
+def check(s: FistaState, new: FistaState, tol: Scalar) -> FistaState:
+    """Keep the last finite iterate, count the iteration and set the status."""
+    finite = is_finite(new)
+    new = jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, s)
+    done = new.gap <= tol * jnp.maximum(1, jnp.abs(new.objective))
+    status = jnp.where(finite, jnp.where(done, Status.CONVERGED, RUNNING), Status.NONFINITE)
+    return new._replace(iterations=s.iterations + 1, status=status.astype(jnp.int32))

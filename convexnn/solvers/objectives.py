@@ -1,0 +1,128 @@
+"""Smooth parts F(K W) of composite objectives F(K W) + λ Σ_g ‖W_g‖₂, as the solvers see them.
+
+The solvers never touch X directly: they ask an objective for the linear image K W (one GEMM), the
+adjoint Kᵀ g (one GEMM) and the outer function F on the image. Because K is linear, images of
+extrapolated points are combinations of images already computed, so an accelerated iteration needs one
+K and one Kᵀ. The same solvers serve the gated program (K = A, F = the loss) and, later, augmented
+Lagrangian subproblems and row-sharded data, which only change the objective.
+"""
+
+from __future__ import annotations
+
+import abc
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.scipy.linalg
+from jaxtyping import Array, Bool, Float, PyTree, Scalar
+
+from .. import certificates, operators
+from .. import losses as _losses
+
+__all__ = ["CompositeSmooth", "GatedObjective"]
+
+Image = PyTree[Float[Array, "..."]]
+
+
+class CompositeSmooth(eqx.Module):
+    """F(K W) with K linear: what proximal-gradient and Newton steps need."""
+
+    @abc.abstractmethod
+    def apply(self, W: Float[Array, "p d c"]) -> Image:
+        """K W."""
+
+    @abc.abstractmethod
+    def transpose(self, g: Image) -> Float[Array, "p d c"]:
+        """Kᵀ g."""
+
+    @abc.abstractmethod
+    def value(self, img: Image) -> Scalar:
+        """F(img)."""
+
+    @abc.abstractmethod
+    def grad(self, img: Image) -> Image:
+        """∇F(img)."""
+
+    @abc.abstractmethod
+    def bregman(self, img1: Image, img0: Image) -> Scalar:
+        """F(img1) − F(img0) − ⟨∇F(img0), img1 − img0⟩ ≥ 0, computed without cancellation."""
+
+    @abc.abstractmethod
+    def hvp(self, img: Image, dimg: Image) -> Image:
+        """∇²F(img) dimg."""
+
+    def newton_preconditioner(self, img: Image, a: Float[Array, "p c"]):
+        """A function v ↦ P⁻¹v for P = Kᵀ∇²F(img)K + diag(1/a) on the groups with a > 0 (identity on the
+        others), or None when this objective has no cheap way to apply it."""
+        return None
+
+    @abc.abstractmethod
+    def gap(
+        self, lam: Scalar, W: Float[Array, "p d c"], img: Image, g: Image, Ktg: Float[Array, "p d c"]
+    ) -> Scalar:
+        """A certified bound on objective(W) − optimum from the gradient g = ∇F(img') at any point."""
+
+
+class GatedObjective(CompositeSmooth):
+    """F(A W) = L(Σ_i D_i X w_i, y): the smooth part of the gated ReLU program.
+
+    Attributes:
+        X: data (n, d); masks: (n, P) bool; y: targets (n, c) in X's dtype.
+        loss: the loss (static); N: the loss normaliser (static; set from the global shape).
+    """
+
+    X: Float[Array, "n d"]
+    masks: Bool[Array, "n p"]
+    y: Float[Array, "n c"]
+    loss: _losses.Loss = eqx.field(static=True)
+    N: int = eqx.field(static=True)
+
+    def apply(self, W):
+        return operators.gated_forward(self.X, self.masks, W)
+
+    def transpose(self, g):
+        return operators.gated_adjoint(self.X, self.masks, g)
+
+    def value(self, img):
+        return self.loss.value(img, self.y, self.N)
+
+    def grad(self, img):
+        return self.loss.grad(img, self.y, self.N)
+
+    def bregman(self, img1, img0):
+        return self.loss.bregman(img1, img0, self.y, self.N)
+
+    def hvp(self, img, dimg):
+        return self.loss.hvp(img, dimg, self.y, self.N)
+
+    def gap(self, lam, W, img, g, Ktg):
+        return certificates.duality_gap(self.loss, self.y, self.N, lam, W, img, g, Ktg)
+
+    def newton_preconditioner(self, img, a):
+        """P⁻¹ by Woodbury in sample space, for P = Aᵀ diag(h) A + diag(1/a), h the diagonal of ∇²L:
+
+            P⁻¹ v = a v − a Aᵀ [h (I + h^½ T h^½)⁻¹] A (a v),   T_k = (X Xᵀ) ⊙ (M diag(a_k) Mᵀ),
+
+        T_k being A diag(a) Aᵀ for output k (the kernel of the reweighted model): c Cholesky
+        factorizations of n×n matrices, worth it for small n. For losses acting entry by entry P ⪰ H
+        and differs from it by rank |S|, so PCG converges in a few steps; for cross-entropy the
+        coupling between outputs is left out of P.
+        """
+        n, c = self.y.shape
+        dtype = self.X.dtype
+        M = self.masks.astype(dtype)
+        XX = jnp.matmul(self.X, self.X.T, precision=operators.PRECISION)
+        T = XX[None] * jnp.einsum("np,pc,mp->cnm", M, a, M, precision=operators.PRECISION)
+        f = jnp.sqrt(self.loss.hessian_diagonal(img, self.y, self.N)).T  # (c, n)
+        L = jnp.linalg.cholesky(jnp.eye(n, dtype=dtype)[None] + f[:, :, None] * T * f[:, None, :])
+        cho = jax.vmap(lambda Lk, tk: jax.scipy.linalg.cho_solve((Lk, True), tk))
+        active = (a > 0)[:, None, :]
+        a3 = a[:, None, :]
+
+        def apply(v):
+            av = a3 * v
+            q = f * cho(L, f * self.apply(av).T)  # (c, n)
+            return jnp.where(active, av - a3 * self.transpose(q.T), v)
+
+        return apply
