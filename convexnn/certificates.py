@@ -17,9 +17,8 @@ import jax.numpy as jnp
 from jax.typing import ArrayLike
 from jaxtyping import Array, Float, Scalar
 
-from . import _validate
+from . import _validate, operators, prox
 from . import losses as _losses
-from . import operators, prox
 
 __all__ = ["dual_scale", "duality_gap", "lam_max"]
 

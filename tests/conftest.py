@@ -1,4 +1,4 @@
-"""Test configuration: 8 host devices (set before JAX loads), float64 available, strict promotion."""
+"""Test configuration: 8 host devices (set before JAX loads), float64 available, strict rank and dtype promotion."""
 
 import os
 
@@ -9,3 +9,4 @@ import jax  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_numpy_rank_promotion", "raise")
+jax.config.update("jax_numpy_dtype_promotion", "strict")

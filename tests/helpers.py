@@ -8,8 +8,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-import convexnn as cn
-
 
 class Problem(NamedTuple):
     name: str

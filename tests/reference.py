@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import cvxpy as cp
 import numpy as np
+import scipy.special
 
 
 def clarabel_gated(X, Y, masks, lam, loss: str = "squared") -> tuple[float, np.ndarray]:
@@ -34,3 +35,33 @@ def clarabel_gated(X, Y, masks, lam, loss: str = "squared") -> tuple[float, np.n
     if problem.status not in ("optimal", "optimal_inaccurate"):
         raise RuntimeError(f"Clarabel failed: {problem.status}")
     return float(problem.value), np.stack([W.value for W in Ws], axis=-1)
+
+
+def reference_value(name: str, z: np.ndarray, y: np.ndarray) -> float:
+    """L(z, y) written out in numpy from the losses' definitions."""
+    n, c = y.shape
+    if name == "squared":
+        return 0.5 * np.sum((z - y) ** 2) / (n * c)
+    if name == "logistic":
+        return np.sum(np.logaddexp(0.0, -y * z)) / (n * c)
+    return np.sum(scipy.special.logsumexp(z, axis=1) - np.sum(y * z, axis=1)) / n
+
+
+def reference_conjugate(name: str, theta: np.ndarray, y: np.ndarray) -> float:
+    """L*(θ) = sup_z ⟨θ, z⟩ − L(z), derived by hand (the sup is attained at ∇L(z) = θ)."""
+    n, c = y.shape
+    if name == "squared":
+        N = n * c  # z = y + Nθ
+        return float(np.sum(theta * y) + 0.5 * N * np.sum(theta**2))
+    if name == "logistic":
+        N = n * c  # per entry θ = −y σ(−y z)/N, so p = −Nθy = σ(−y z) ∈ [0, 1]: negative binary entropy
+        p = -N * theta * y
+        if np.any(p < 0) or np.any(p > 1):
+            return np.inf
+        return float(np.sum(scipy.special.xlogy(p, p) + scipy.special.xlogy(1 - p, 1 - p)) / N)
+    N = n  # per row θ = (softmax(z) − y)/N, so q = Nθ + y lies in the simplex: negative entropy
+    q = N * theta + y
+    if np.any(q < -1e-14) or np.any(np.abs(q.sum(axis=1) - 1) > 1e-12):
+        return np.inf
+    q = np.clip(q, 0, 1)
+    return float(np.sum(scipy.special.xlogy(q, q)) / N)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -33,12 +32,12 @@ CASES = {
 PARAMS = [(name, lam) for name, (_, lams) in CASES.items() for lam in lams]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def problem(name: str) -> helpers.Problem:
     return CASES[name][0]()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def reference(name: str, lam: float) -> float:
     p = problem(name)
     Y = losses.get_loss(p.loss).prepare_targets(np.asarray(p.y))

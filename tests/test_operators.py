@@ -1,0 +1,158 @@
+"""The masked operators against the adjoint identity, jax.linear_transpose and a dense [D_1 X … D_P X]."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+from convexnn import operators
+
+from . import helpers
+
+SHAPES = dict(
+    n=st.integers(1, 30),
+    d=st.integers(1, 6),
+    p=st.integers(1, 8),
+    c=st.one_of(st.none(), st.integers(1, 3)),
+    seed=st.integers(0, 2**31 - 1),
+)
+
+
+def dense_operator(X, masks) -> np.ndarray:
+    """A = [D_1 X, …, D_P X] (n × P·d), built entry by entry from 0/1 masks, in float64 numpy."""
+    X = np.asarray(X, dtype=np.float64)
+    m = np.asarray(masks).astype(np.float64)
+    return np.concatenate([m[:, i : i + 1] * X for i in range(m.shape[1])], axis=1)
+
+
+def dense_forward(X, masks, W) -> np.ndarray:
+    """A vec(W), with W (P, d) or (P, d, c) flattened block by block."""
+    W = np.asarray(W, dtype=np.float64)
+    A = dense_operator(X, masks)
+    return A @ W.reshape(W.shape[0] * W.shape[1], -1)[:, 0] if W.ndim == 2 else A @ W.reshape(-1, W.shape[2])
+
+
+def dense_adjoint(X, masks, r) -> np.ndarray:
+    """Aᵀ r reshaped to (P, d) or (P, d, c)."""
+    r = np.asarray(r, dtype=np.float64)
+    P, d = np.asarray(masks).shape[1], np.asarray(X).shape[1]
+    out = dense_operator(X, masks).T @ r
+    return out.reshape(P, d) if r.ndim == 1 else out.reshape(P, d, r.shape[1])
+
+
+@jax.jit
+def _all_operators(X, masks, W, r):
+    """Forward, adjoint, jax.linear_transpose of forward, cone residuals: one compilation per shape."""
+    transpose = jax.linear_transpose(lambda V: operators.gated_forward(X, masks, V), W)
+    (transposed,) = transpose(r)
+    return (
+        operators.gated_forward(X, masks, W),
+        operators.gated_adjoint(X, masks, r),
+        transposed,
+        operators.cone_residuals(X, masks, W),
+    )
+
+
+# One property test per operand shape: every new shape compiles each operator, so the identities share a draw.
+@settings(deadline=None, max_examples=50)
+@given(**SHAPES)
+@example(n=1, d=1, p=1, c=None, seed=0)
+@example(n=6, d=2, p=3, c=2, seed=1)
+def test_operator_identities(n, d, p, c, seed):
+    X, masks, W, r = helpers.random_operands(seed, n, d, p, c, dtype=jnp.float64)
+    out, adj, transposed, res = _all_operators(X, masks, W, r)
+    assert out.shape == ((n,) if c is None else (n, c))
+    assert adj.shape == W.shape
+
+    # Adjoint identity <A W, r> = <W, Aᵀ r>.
+    Xn, m, Wn, rn = (np.asarray(a) for a in (X, masks, W, r))
+    lhs, rhs = np.vdot(np.asarray(out), rn), np.vdot(Wn, np.asarray(adj))
+    scale = np.abs(Xn).sum() * np.abs(Wn).sum() * np.abs(rn).max()
+    assert abs(lhs - rhs) <= 1e-13 * max(1.0, scale)
+
+    # The explicit dense A = [D_1 X, …, D_P X].
+    np.testing.assert_allclose(np.asarray(out), dense_forward(X, masks, W), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(np.asarray(adj), dense_adjoint(X, masks, r), rtol=1e-12, atol=1e-12)
+
+    # JAX's own transpose of the forward map.
+    np.testing.assert_allclose(np.asarray(adj), np.asarray(transposed), rtol=1e-12, atol=1e-12)
+
+    # Cone residuals (2 m_i − 1) ⊙ X w_i for every block i.
+    res = np.asarray(res)
+    sign = 2.0 * m.astype(np.float64) - 1.0  # (n, P)
+    assert res.shape == ((n, p) if c is None else (n, p, c))
+    for i in range(p):
+        Xw = Xn @ Wn[i]  # (n,) or (n, c)
+        expected_i = sign[:, i] * Xw if c is None else sign[:, i : i + 1] * Xw
+        np.testing.assert_allclose(res[:, i], expected_i, rtol=1e-12, atol=1e-12)
+
+
+def test_cone_residuals_nonnegative_inside_cone():
+    # w_i chosen inside its pattern's cone: the gate itself gives D_i = diag(1[X g ≥ 0]), so X g ⊙ (2m − 1) ≥ 0.
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((25, 4))
+    G = rng.standard_normal((4, 6))
+    masks = jnp.asarray(X @ G >= 0)
+    res = operators.cone_residuals(jnp.asarray(X), masks, jnp.asarray(G.T))
+    assert bool(jnp.all(res >= 0))
+    # and the negated gates leave every cone wherever X g ≠ 0.
+    res_neg = operators.cone_residuals(jnp.asarray(X), masks, jnp.asarray(-G.T))
+    assert bool(jnp.all(res_neg <= 0)) and bool(jnp.any(res_neg < 0))
+
+
+@pytest.mark.parametrize("c", [None, 2])
+def test_float32_in_float32_out(c):
+    X, masks, W, r = helpers.random_operands(1, 9, 3, 4, c, dtype=jnp.float32)
+    out = operators.gated_forward(X, masks, W)
+    adj = operators.gated_adjoint(X, masks, r)
+    res = operators.cone_residuals(X, masks, W)
+    assert out.dtype == jnp.float32
+    assert adj.dtype == jnp.float32
+    assert res.dtype == jnp.float32
+    # Float32 still agrees with the float64 dense reference to float32 accuracy.
+    np.testing.assert_allclose(np.asarray(out), dense_forward(X, masks, W), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(adj), dense_adjoint(X, masks, r), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("c", [None, 3])
+def test_int8_masks_cast_to_bool(c):
+    rng = np.random.default_rng(7)
+    n, d, p = 13, 3, 5
+    X, _, W, r = helpers.random_operands(7, n, d, p, c, dtype=jnp.float64)
+    m_int8 = rng.integers(0, 2, size=(n, p)).astype(np.int8)
+    masks_from_int8 = jnp.asarray(m_int8).astype(bool)
+    masks_bool = jnp.asarray(m_int8 == 1)
+    for fn, arg in (
+        (operators.gated_forward, W),
+        (operators.gated_adjoint, r),
+        (operators.cone_residuals, W),
+    ):
+        a = np.asarray(fn(X, masks_from_int8, arg))
+        b = np.asarray(fn(X, masks_bool, arg))
+        np.testing.assert_array_equal(a, b)
+    # The 0/1 int8 masks used as numbers in the dense reference give the same operator.
+    np.testing.assert_allclose(
+        np.asarray(operators.gated_forward(X, masks_from_int8, W)), dense_forward(X, m_int8, W), rtol=1e-12, atol=1e-12
+    )
+    np.testing.assert_allclose(
+        np.asarray(operators.gated_adjoint(X, masks_from_int8, r)), dense_adjoint(X, m_int8, r), rtol=1e-12, atol=1e-12
+    )
+
+
+def test_all_inactive_and_all_active_masks():
+    X, _, W, r = helpers.random_operands(3, 8, 3, 4, 2, dtype=jnp.float64)
+    off = jnp.zeros((8, 4), dtype=bool)
+    on = jnp.ones((8, 4), dtype=bool)
+    assert bool(jnp.all(operators.gated_forward(X, off, W) == 0))
+    assert bool(jnp.all(operators.gated_adjoint(X, off, r) == 0))
+    # All active: A W = X Σ_i w_i, Aᵀ r = Xᵀ r repeated for every block.
+    np.testing.assert_allclose(
+        np.asarray(operators.gated_forward(X, on, W)), np.asarray(X) @ np.asarray(W).sum(0), rtol=1e-12, atol=1e-12
+    )
+    adj = np.asarray(operators.gated_adjoint(X, on, r))
+    for i in range(4):
+        np.testing.assert_allclose(adj[i], np.asarray(X).T @ np.asarray(r), rtol=1e-12, atol=1e-12)
