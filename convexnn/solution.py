@@ -37,7 +37,8 @@ class Solution(eqx.Module):
         objective: L(Σ_i D_i X w_i, y) + λ Σ_i Σ_k ‖W[i, :, k]‖₂ at `weights`.
         gap: a duality gap: objective − optimum ≤ gap, certified by a dual feasible point.
         violation: cone-constraint violation (exact ReLU); 0 for gated ReLU.
-        iterations: iterations taken (proximal-gradient steps plus Newton steps).
+        iterations: work done, in iterations that each cost one product with X and one with Xᵀ:
+            proximal-gradient steps plus Newton–CG steps.
         status: a `Status` code as an integer array (it jits, vmaps and shards).
         lam: the regularisation strength λ that was solved for.
     """

@@ -156,3 +156,22 @@ def test_all_inactive_and_all_active_masks():
     adj = np.asarray(operators.gated_adjoint(X, on, r))
     for i in range(4):
         np.testing.assert_allclose(adj[i], np.asarray(X).T @ np.asarray(r), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("c", [None, 2])
+@pytest.mark.parametrize("n", [30, 35, 14])
+def test_row_blocked_operators_equal_one_piece(monkeypatch, n, c):
+    """On CPU large n is applied in row blocks (plus a remainder): it must change nothing but speed."""
+    X, masks, W, R = helpers.random_operands(7, n, 5, 6, c)
+    dense_fwd = operators.gated_forward(X, masks, W)
+    dense_adj = operators.gated_adjoint(X, masks, R)
+    monkeypatch.setattr(operators, "row_block", lambda n, width, itemsize: 7)
+    np.testing.assert_allclose(operators.gated_forward(X, masks, W), dense_fwd, rtol=1e-13, atol=1e-13)
+    np.testing.assert_allclose(operators.gated_adjoint(X, masks, R), dense_adj, rtol=1e-13, atol=1e-13)
+
+
+def test_row_block_choice():
+    assert operators.row_block(1000, 500, 4) is None  # too few rows to be worth splitting
+    if jax.default_backend() == "cpu":
+        block = operators.row_block(20000, 500, 4)
+        assert block is not None and 256 <= block <= 20000 // 2

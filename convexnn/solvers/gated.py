@@ -83,9 +83,11 @@ def _converged(s: FistaState, tol: Scalar) -> Bool[Array, ""]:
     return s.gap <= tol * jnp.maximum(1, jnp.abs(s.objective))
 
 
-def _polish(obj: CompositeSmooth, lam: Scalar, tol: Scalar, c: _Carry, opts: PolishOptions) -> _Carry:
+def _polish(
+    obj: CompositeSmooth, lam: Scalar, tol: Scalar, max_iters: Int[Array, ""], c: _Carry, opts: PolishOptions
+) -> _Carry:
     s = c.s
-    W, steps, _ = newton_polish(obj, lam, s.W, s.active, opts.newton)
+    W, cost = newton_polish(obj, lam, s.W, s.active, opts.newton, max_iters - s.iterations)
     img = obj.apply(W)
     g = obj.grad(img)
     G = obj.transpose(g)
@@ -97,7 +99,7 @@ def _polish(obj: CompositeSmooth, lam: Scalar, tol: Scalar, c: _Carry, opts: Pol
     )
     s = jax.tree.map(lambda a, b: jnp.where(accept, a, b), polished, s)
     status = jnp.where(_converged(s, tol), Status.CONVERGED, RUNNING).astype(jnp.int32)
-    s = s._replace(iterations=s.iterations + steps, status=status)
+    s = s._replace(iterations=s.iterations + cost, status=status)
     cut = accept & (gap <= 0.1 * c.s.gap)
     phase_len = jnp.where(cut, opts.min_phase, 2 * c.phase_len)
     return c._replace(s=s, phase_start=s.iterations, phase_len=phase_len.astype(jnp.int32))
@@ -138,7 +140,7 @@ def solve_composite(
     def outer_body(c: _Carry):
         c = lax.while_loop(phase_cond, phase_body, c)
         if polish:
-            c = lax.cond(running(c.s), lambda c: _polish(obj, lam, tol, c, polish_opts), lambda c: c, c)
+            c = lax.cond(running(c.s), lambda c: _polish(obj, lam, tol, max_iters, c, polish_opts), lambda c: c, c)
             c = _track(c, stall_opts)
         return c
 
@@ -202,7 +204,8 @@ def solve_gated(
         lam: λ ≥ 0.
         loss: "squared", "logistic", "cross_entropy" or a `Loss` instance.
         tol: stop when the duality gap ≤ tol · max(1, |objective|).
-        max_iters: iteration budget (R-FISTA steps plus Newton steps).
+        max_iters: iteration budget, counting R-FISTA steps and Newton–CG steps alike (each costs one
+            product with X and one with Xᵀ; a Newton step's gradient counts as one more).
         init: initial weights, shaped like the solution's weights (default zero).
         polish: use the active-set Newton polish (turn off for plain R-FISTA).
 
