@@ -45,6 +45,8 @@ class NewtonOptions(NamedTuple):
     newton_steps: int = 10  # Newton steps per polish at most
     cg_steps: int = 100  # CG iterations per Newton step at most
     cg_rtol: float = 0.3  # forcing term: stop CG at ‖r‖ ≤ min(cg_rtol, ‖∇φ‖/‖∇φ₀‖)·‖∇φ‖ (inexact Newton)
+    cg_rtol_kernel: float = 1e-3  # the same with the sample-space preconditioner: its CG steps are cheap,
+    # its Newton steps (a factorization each) are not, so fewer, more exact steps win
     armijo: float = 1e-4
     max_halvings: int = 12  # a step this short means S is wrong: hand back to proximal gradient
     kernel_max: int = 2150  # sample-space preconditioner when c·n³ ≤ kernel_max³ (measured break-even vs CG)
@@ -155,7 +157,8 @@ def newton_polish(
             return jnp.where(mask, curv + reg, v)
 
         grad_norm0 = jnp.where(c.steps == 0, gnorm, c.grad_norm0)
-        rtol = jnp.minimum(opts.cg_rtol, gnorm / jnp.maximum(grad_norm0, jnp.finfo(dtype).tiny))
+        forcing = opts.cg_rtol_kernel if use_kernel else opts.cg_rtol
+        rtol = jnp.minimum(forcing, gnorm / jnp.maximum(grad_norm0, jnp.finfo(dtype).tiny))
         cg_budget = jnp.minimum(opts.cg_steps, budget - c.cost - 1)
         direction, k = pcg(hess, -g, rtol, cg_budget, precondition)
         slope = _vdot(g, direction)  # < 0 for a descent direction
