@@ -3,12 +3,16 @@
 from . import certificates as certificates
 from . import losses as losses
 from . import operators as operators
+from . import path as path
 from . import patterns as patterns
 from . import prox as prox
 from .certificates import lam_max as lam_max
 from .losses import CrossEntropy as CrossEntropy
 from .losses import Logistic as Logistic
 from .losses import Squared as Squared
+from .path import lam_grid as lam_grid
+from .path import plot_path as plot_path
+from .path import solve_path as solve_path
 from .patterns import activation_masks as activation_masks
 from .patterns import deduplicate_masks as deduplicate_masks
 from .patterns import sample_gates as sample_gates

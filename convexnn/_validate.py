@@ -15,7 +15,7 @@ import numpy as np
 
 from . import losses as _losses
 
-__all__ = ["concrete", "check_data", "check_lam", "check_positive", "check_init"]
+__all__ = ["concrete", "check_data", "check_lam", "check_lams", "check_positive", "check_init"]
 
 
 def concrete(x: Any) -> np.ndarray | None:
@@ -98,6 +98,20 @@ def check_lam(lam: Any, dtype: Any) -> jax.Array:
         if v < 0:
             raise ValueError(f"lam must be >= 0; got {float(v)}")
     return lam_arr.astype(dtype)
+
+
+def check_lams(lams: Any, dtype: Any) -> jax.Array:
+    """λ values for a path: a non-empty 1-D array of finite values ≥ 0, in `dtype`."""
+    arr = jnp.asarray(lams)
+    if arr.ndim != 1 or arr.shape[0] == 0:
+        raise ValueError(f"lams must be a non-empty 1-D array; got shape {arr.shape}")
+    v = concrete(lams)
+    if v is not None:
+        if not np.all(np.isfinite(v)):
+            raise ValueError("lams must be finite")
+        if np.any(v < 0):
+            raise ValueError(f"lams must be >= 0; got min {float(np.min(v))}")
+    return arr.astype(dtype)
 
 
 def check_positive(name: str, value: Any, dtype: Any, integer: bool = False) -> jax.Array:

@@ -171,10 +171,20 @@ def is_finite(s: FistaState) -> Bool[Array, ""]:
     return jnp.all(jnp.isfinite(s.W)) & jnp.isfinite(s.objective) & jnp.isfinite(s.gap)
 
 
-def check(s: FistaState, new: FistaState, tol: Scalar) -> FistaState:
-    """Keep the last finite iterate, count the iteration and set the status."""
+def converged(s: FistaState, tol: Scalar) -> Bool[Array, ""]:
+    """The stopping rule of every solver: gap ≤ tol · max(1, |objective|)."""
+    return s.gap <= tol * jnp.maximum(1, jnp.abs(s.objective))
+
+
+def with_status(s: FistaState, tol: Scalar) -> FistaState:
+    """Status from the state alone: NONFINITE, CONVERGED, or still running."""
+    status = jnp.where(is_finite(s), jnp.where(converged(s, tol), Status.CONVERGED, RUNNING), Status.NONFINITE)
+    return s._replace(status=status.astype(jnp.int32))
+
+
+def check(s: FistaState, new: FistaState, tol: Scalar, cost: Int[Array, ""] | int = 1) -> FistaState:
+    """Move to `new` unless it is non-finite (then keep `s`, flagged NONFINITE); count `cost` iterations."""
     finite = is_finite(new)
-    new = jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, s)
-    done = new.gap <= tol * jnp.maximum(1, jnp.abs(new.objective))
-    status = jnp.where(finite, jnp.where(done, Status.CONVERGED, RUNNING), Status.NONFINITE)
-    return new._replace(iterations=s.iterations + 1, status=status.astype(jnp.int32))
+    kept = jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, s)
+    status = jnp.where(finite, with_status(kept, tol).status, Status.NONFINITE).astype(jnp.int32)
+    return kept._replace(iterations=s.iterations + cost, status=status)

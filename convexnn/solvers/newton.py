@@ -38,7 +38,7 @@ from jaxtyping import Array, Bool, Float, Int, Scalar
 from .. import prox
 from .objectives import CompositeSmooth
 
-__all__ = ["NewtonOptions", "newton_polish", "pcg"]
+__all__ = ["NewtonOptions", "newton_polish", "pcg", "restricted_newton_system", "kernel_is_worth_it"]
 
 
 class NewtonOptions(NamedTuple):
@@ -59,7 +59,7 @@ def _vdot(a: Array, b: Array) -> Scalar:
 def pcg(
     matvec: Callable[[Array], Array],
     b: Array,
-    rtol: Scalar,
+    rtol: Scalar | float,
     max_steps: int | Int[Array, ""],
     precondition: Callable[[Array], Array] | None = None,
 ) -> tuple[Array, Int[Array, ""]]:
@@ -99,6 +99,49 @@ def pcg(
     return x, k
 
 
+def kernel_is_worth_it(obj: CompositeSmooth, W: Array, opts: NewtonOptions) -> bool:
+    """Static: whether the sample-space preconditioner (c Cholesky factorizations of n×n) pays off."""
+    n, c = jax.eval_shape(obj.apply, W).shape
+    return n**3 * c <= opts.kernel_max**3
+
+
+def restricted_newton_system(
+    obj: CompositeSmooth,
+    lam: Scalar,
+    W: Float[Array, "p d c"],
+    img: object,
+    active: Bool[Array, "p c"],
+    use_kernel: bool,
+) -> tuple[Array, Callable[[Array], Array], Callable[[Array], Array] | None, Array, Array]:
+    """∇φ, v ↦ ∇²φ v and (optionally) v ↦ P⁻¹v at W, for φ restricted to the groups in `active`.
+
+    The Hessian acts as the identity on the inactive groups, so the system is well posed on all of
+    (P, d, c); every output is zero there except the identity's. Also returns the loss gradient ∇F and
+    Kᵀ∇F on all groups, from which the caller can certify W.
+    """
+    dtype = W.dtype
+    zero = jnp.zeros((), dtype)
+    mask = active[:, None, :]
+    norms = prox.group_norms(W)
+    safe = jnp.where(norms > 0, norms, 1)[:, None, :]
+    unit = W / safe
+    grad = obj.grad(img)
+    Ktg = obj.transpose(grad)
+    g = jnp.where(mask, Ktg + lam * unit, zero)
+
+    def hess(v):
+        v = jnp.where(mask, v, zero)
+        curv = obj.transpose(obj.hvp(img, obj.apply(v)))
+        reg = lam * (v - unit * jnp.sum(unit * v, axis=1, keepdims=True)) / safe
+        return jnp.where(mask, curv + reg, v)
+
+    precondition = None
+    if use_kernel:
+        a = jnp.where(active & (lam > 0), norms / jnp.where(lam > 0, lam, 1), 0)
+        precondition = obj.newton_preconditioner(img, a)
+    return g, hess, precondition, grad, Ktg
+
+
 class _NewtonCarry(NamedTuple):
     W: Array
     mask: Bool[Array, "p 1 c"]
@@ -107,6 +150,7 @@ class _NewtonCarry(NamedTuple):
     grad_norm0: Scalar
     steps: Int[Array, ""]
     cost: Int[Array, ""]
+    flat: Int[Array, ""]  # consecutive steps that lowered φ by no more than its rounding
     going: Bool[Array, ""]
 
 
@@ -117,12 +161,14 @@ def newton_polish(
     active: Bool[Array, "p c"],
     opts: NewtonOptions,
     budget: Int[Array, ""],
+    tol: Scalar | float = 0.0,
 ) -> tuple[Float[Array, "p d c"], Int[Array, ""]]:
     """Minimise φ over the groups in `active` (others held at zero) by damped Newton–PCG from W.
 
-    Stops after `newton_steps` steps, when a step fails to lower φ, when the line search had to shorten
-    the step below 2^-max_halvings, when the Newton decrement is at rounding level, or when `budget`
-    iterations are spent. A Newton step costs 1 + its CG iterations (each one K and one Kᵀ).
+    Stops after `newton_steps` steps, when a step fails to lower φ (beyond rounding), when the line search
+    had to shorten the step below 2^-max_halvings, when ‖∇φ‖ or two steps' progress in φ are at rounding
+    level, when it reaches a point already certified (gap ≤ tol·max(1, |φ|)), or when `budget` iterations
+    are spent. A Newton step costs 1 + its CG iterations (each one K and one Kᵀ).
 
     Returns:
         (W_polished, iterations spent).
@@ -131,35 +177,21 @@ def newton_polish(
     eps = jnp.finfo(dtype).eps
     zero = jnp.zeros((), dtype)
     W = jnp.where(active[:, None, :], W, zero)
-    n_out = jax.eval_shape(obj.apply, W).shape  # (n, c)
-    use_kernel = n_out[0] ** 3 * n_out[1] <= opts.kernel_max**3
+    use_kernel = kernel_is_worth_it(obj, W, opts)
 
     def phi(W_, img_):
         return obj.value(img_) + lam * prox.group_l1(W_)
 
     def body(c: _NewtonCarry) -> _NewtonCarry:
         mask = c.mask
-        norms = prox.group_norms(c.W)
-        safe = jnp.where(norms > 0, norms, 1)[:, None, :]
-        unit = c.W / safe
-        g = jnp.where(mask, obj.transpose(obj.grad(c.img)) + lam * unit, zero)
+        g, hess, precondition, grad, Ktg = restricted_newton_system(obj, lam, c.W, c.img, mask[:, 0, :], use_kernel)
         gnorm = jnp.sqrt(_vdot(g, g))
-
-        precondition = None
-        if use_kernel:  # refactored every step: a stale P costs more CG iterations than it saves
-            a = jnp.where(mask[:, 0, :] & (lam > 0), norms / jnp.where(lam > 0, lam, 1), 0)
-            precondition = obj.newton_preconditioner(c.img, a)
-
-        def hess(v):
-            v = jnp.where(mask, v, zero)
-            curv = obj.transpose(obj.hvp(c.img, obj.apply(v)))
-            reg = lam * (v - unit * jnp.sum(unit * v, axis=1, keepdims=True)) / safe
-            return jnp.where(mask, curv + reg, v)
+        certified = obj.gap(lam, c.W, c.img, grad, Ktg) <= tol * jnp.maximum(1, jnp.abs(c.phi))
 
         grad_norm0 = jnp.where(c.steps == 0, gnorm, c.grad_norm0)
         forcing = opts.cg_rtol_kernel if use_kernel else opts.cg_rtol
         rtol = jnp.minimum(forcing, gnorm / jnp.maximum(grad_norm0, jnp.finfo(dtype).tiny))
-        cg_budget = jnp.minimum(opts.cg_steps, budget - c.cost - 1)
+        cg_budget = jnp.where(certified, 0, jnp.minimum(opts.cg_steps, budget - c.cost - 1))
         direction, k = pcg(hess, -g, rtol, cg_budget, precondition)
         slope = _vdot(g, direction)  # < 0 for a descent direction
         direction = jnp.where(slope < 0, direction, -g)
@@ -173,9 +205,13 @@ def newton_polish(
             img_try = obj.apply(W_try)
             return W_try, keep, img_try, phi(W_try, img_try)
 
+        # Near the optimum φ changes by less than its rounding while ∇φ (what the certificate needs) still
+        # falls: the Armijo test allows rounding-level increases, and `flat` counts such steps.
+        rounding = 4 * eps * jnp.abs(c.phi)
+
         def ls_cond(lc):
             alpha, _, _, _, val, h = lc
-            return (val > c.phi + opts.armijo * alpha * slope) & (h < opts.max_halvings)
+            return (val > c.phi + opts.armijo * alpha * slope + rounding) & (h < opts.max_halvings)
 
         def ls_body(lc):
             alpha, _, _, _, _, h = lc
@@ -185,8 +221,10 @@ def newton_polish(
         alpha, W_new, keep, img_new, val, h = lax.while_loop(
             ls_cond, ls_body, (jnp.ones((), dtype), *trial(jnp.ones((), dtype)), jnp.zeros((), jnp.int32))
         )
-        improved = (val < c.phi) & jnp.isfinite(val)
-        decrement_small = -slope <= 8 * eps * jnp.maximum(jnp.abs(c.phi), 1)
+        improved = (val <= c.phi + rounding) & jnp.isfinite(val)
+        flat = jnp.where(val < c.phi, 0, c.flat + 1)
+        # ‖∇φ‖ at rounding level: every group's gradient is a sum of terms of size ~λ.
+        g_floor = 16 * eps * jnp.maximum(lam, jnp.finfo(dtype).tiny) * jnp.sqrt(jnp.sum(mask).astype(dtype) + 1)
         return _NewtonCarry(
             W=jnp.where(improved, W_new, c.W),
             mask=jnp.where(improved, keep, mask),
@@ -195,7 +233,8 @@ def newton_polish(
             grad_norm0=grad_norm0,
             steps=c.steps + 1,
             cost=c.cost + 1 + k,
-            going=improved & (h < opts.max_halvings) & ~decrement_small,
+            flat=flat,
+            going=improved & (h < opts.max_halvings) & (flat < 2) & (gnorm > g_floor) & ~certified,
         )
 
     def cond(c: _NewtonCarry):
@@ -210,6 +249,7 @@ def newton_polish(
         grad_norm0=jnp.ones((), dtype),
         steps=jnp.zeros((), jnp.int32),
         cost=jnp.zeros((), jnp.int32),
+        flat=jnp.zeros((), jnp.int32),
         going=jnp.asarray(True),
     )
     out = lax.while_loop(cond, body, init)

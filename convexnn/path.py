@@ -1,0 +1,158 @@
+"""Regularisation paths: the solution for many λ at once, as one compiled program.
+
+    W*(λ) = argmin_W L(Σ_i D_i X w_i, y) + λ Σ_i Σ_k ‖W[i, :, k]‖₂,    λ ∈ {λ_1, …, λ_m}
+
+Two modes, both jittable and both returning a `Solution` whose fields carry a leading λ axis in the
+order of `lams`:
+
+- "vmap": the solver vmapped over λ. Every iteration does one batched GEMM for all λ; a λ whose gap met
+  the tolerance stops changing while the others run.
+- "warm": `lax.scan` from the largest λ to the smallest, each solve starting from the previous solution
+  (the path is continuous in λ, so each start is close).
+"""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+from jax.typing import ArrayLike
+
+from . import _validate
+from . import losses as _losses
+from .solution import Solution
+from .solvers.gated import gated_core
+
+__all__ = ["solve_path", "plot_path", "lam_grid"]
+
+_MODES = ("vmap", "warm")
+
+
+def lam_grid(lam_max: ArrayLike, num: int = 16, ratio: float = 1e-3) -> jax.Array:
+    """λ_max, …, ratio·λ_max: `num` values spaced evenly on a log scale, largest first."""
+    if num < 1:
+        raise ValueError(f"num must be >= 1; got {num}")
+    if not 0 < ratio <= 1:
+        raise ValueError(f"ratio must be in (0, 1]; got {ratio}")
+    top = jnp.asarray(lam_max)
+    return top * jnp.logspace(0, np.log10(ratio), num, dtype=top.dtype)
+
+
+@eqx.filter_jit
+def _path_vmap(X, Y, masks, lams, W0, tol, max_iters, loss, polish):
+    return jax.vmap(lambda lam: gated_core(X, Y, masks, lam, W0, tol, max_iters, loss, polish))(lams)
+
+
+@eqx.filter_jit
+def _path_warm(X, Y, masks, lams, W0, tol, max_iters, loss, polish):
+    order = jnp.argsort(-lams)
+
+    def step(W, lam):
+        sol = gated_core(X, Y, masks, lam, W, tol, max_iters, loss, polish)
+        return sol.weights, sol
+
+    _, sols = lax.scan(step, W0, lams[order])
+    inverse = jnp.argsort(order)
+    return jax.tree.map(lambda a: a[inverse], sols)
+
+
+def solve_path(
+    X: ArrayLike,
+    y: ArrayLike,
+    masks: ArrayLike,
+    lams: ArrayLike,
+    *,
+    model: str = "gated",
+    mode: str = "warm",
+    loss: str | _losses.Loss = "squared",
+    tol: ArrayLike = 1e-6,
+    max_iters: ArrayLike = 10_000,
+    polish: bool = True,
+) -> Solution:
+    """Solve the program for every λ in `lams`; each field of the result gains a leading λ axis.
+
+    Args:
+        X, y, masks, loss, tol, polish: as in `solve_gated`.
+        lams: 1-D array of λ ≥ 0, in any order (results come back in the same order).
+        model: "gated" (the exact ReLU program's path is not available yet).
+        mode: "warm" (scan from large to small λ, warm-started) or "vmap" (all λ in lockstep).
+        max_iters: the iteration budget of each λ.
+
+    Returns:
+        a `Solution` with weights (m, P, d[, c]) and objective, gap, iterations, status, lam of shape (m,).
+        The whole path is one jitted program and is differentiable in X, y and λ like `solve_gated`.
+    """
+    if model != "gated":
+        raise ValueError(f"model must be 'gated' (the exact ReLU path needs solve_relu); got {model!r}")
+    if mode not in _MODES:
+        raise ValueError(f"mode must be one of {_MODES}; got {mode!r}")
+    loss = _losses.get_loss(loss)
+    X, Y, masks, squeeze = _validate.check_data(X, y, masks, loss)
+    lams = _validate.check_lams(lams, X.dtype)
+    tol = _validate.check_positive("tol", tol, X.dtype)
+    max_iters = _validate.check_positive("max_iters", max_iters, X.dtype, integer=True)
+    W0 = jnp.zeros((masks.shape[1], X.shape[1], Y.shape[1]), X.dtype)
+    run = _path_vmap if mode == "vmap" else _path_warm
+    sols = run(X, Y, masks, lams, W0, tol, max_iters, loss, polish)
+    if squeeze:
+        sols = eqx.tree_at(lambda s: s.weights, sols, sols.weights[..., 0])
+    return sols
+
+
+def plot_path(
+    path: Solution,
+    *,
+    X: ArrayLike | None = None,
+    y: ArrayLike | None = None,
+    masks: ArrayLike | None = None,
+    X_val: ArrayLike | None = None,
+    y_val: ArrayLike | None = None,
+    masks_val: ArrayLike | None = None,
+    loss: str | _losses.Loss = "squared",
+    ax=None,
+):
+    """Objective, active neurons and (given data) train/validation metric against λ, on a log λ axis.
+
+    Needs matplotlib (`pip install 'convexnn[plot]'`). Returns the matplotlib Figure.
+    """
+    try:
+        import matplotlib.pyplot as plt
+    except ImportError as err:  # pragma: no cover - exercised only without the extra
+        raise ImportError("plot_path needs matplotlib: pip install 'convexnn[plot]'") from err
+    from . import operators, prox
+
+    loss = _losses.get_loss(loss)
+    lams = np.asarray(path.lam)
+    if lams.ndim != 1:
+        raise ValueError(f"path must have one leading λ axis; got lam of shape {lams.shape}")
+    W = jnp.asarray(path.weights)
+    W3 = W if W.ndim == 4 else W[..., None]
+    neurons = np.asarray(jnp.sum(jnp.any(prox.group_norms(W3) > 0, axis=-1), axis=-1))
+    panels = 3 if X is not None else 2
+    if ax is None:
+        fig, axes = plt.subplots(1, panels, figsize=(4.2 * panels, 3.4), constrained_layout=True)
+    else:
+        axes = np.atleast_1d(ax)
+        fig = axes[0].figure
+    axes[0].loglog(lams, np.asarray(path.objective), "o-")
+    axes[0].set(xlabel="λ", ylabel="objective", title="objective")
+    axes[1].semilogx(lams, neurons, "o-")
+    axes[1].set(xlabel="λ", ylabel="neurons (non-zero patterns)", title="active neurons")
+    if X is not None:
+
+        def metric(Xs, ys, ms):
+            Xs = jnp.asarray(Xs, W3.dtype)
+            Ys = jnp.asarray(loss.prepare_targets(np.asarray(ys)), W3.dtype)
+            preds = jax.vmap(lambda Wk: operators.gated_forward(Xs, jnp.asarray(ms, bool), Wk))(W3)
+            return np.asarray(jax.vmap(lambda z: loss.metric(z, Ys))(preds))
+
+        axes[2].semilogx(lams, metric(X, y, masks), "o-", label="train")
+        if X_val is not None:
+            axes[2].semilogx(lams, metric(X_val, y_val, masks_val), "s-", label="validation")
+        axes[2].set(xlabel="λ", ylabel=loss.metric_name, title=loss.metric_name)
+        axes[2].legend()
+    for a in axes:
+        a.invert_xaxis()
+    return fig

@@ -1,0 +1,86 @@
+"""Regularisation paths: every point equals an independent solve, the modes agree, λ_max is exact."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import convexnn as cn
+
+from . import helpers
+
+TOL = 1e-9
+
+
+@pytest.fixture(scope="module")
+def prob():
+    return helpers.teacher(n=150, d=6, P=24, seed=5)
+
+
+@pytest.fixture(scope="module")
+def lams(prob):
+    top = cn.lam_max(prob.X, prob.y, prob.masks)
+    grid = cn.lam_grid(top, num=6, ratio=1e-3)
+    return grid[jnp.array([3, 0, 5, 1, 4, 2])]  # any order: results come back in this order
+
+
+@pytest.mark.parametrize("mode", ["vmap", "warm"])
+def test_every_point_equals_a_single_solve(prob, lams, mode):
+    path = cn.solve_path(prob.X, prob.y, prob.masks, lams, mode=mode, tol=TOL)
+    assert path.weights.shape == (6,) + prob.masks.shape[1:] + prob.X.shape[1:]
+    assert np.all(np.asarray(path.status) == cn.Status.CONVERGED)
+    np.testing.assert_allclose(np.asarray(path.lam), np.asarray(lams))
+    for k, lam in enumerate(lams):
+        single = cn.solve_gated(prob.X, prob.y, prob.masks, lam, tol=TOL)
+        scale = max(1.0, abs(float(single.objective)))
+        assert abs(float(path.objective[k]) - float(single.objective)) <= 2 * TOL * scale
+        assert float(path.gap[k]) <= TOL * scale
+
+
+def test_modes_agree(prob, lams):
+    vm = cn.solve_path(prob.X, prob.y, prob.masks, lams, mode="vmap", tol=TOL)
+    wm = cn.solve_path(prob.X, prob.y, prob.masks, lams, mode="warm", tol=TOL)
+    np.testing.assert_allclose(np.asarray(vm.objective), np.asarray(wm.objective), rtol=1e-8)
+    np.testing.assert_allclose(np.asarray(vm.weights), np.asarray(wm.weights), atol=1e-5)
+
+
+def test_lam_max_is_the_zero_threshold_on_a_path(prob):
+    top = float(cn.lam_max(prob.X, prob.y, prob.masks))
+    path = cn.solve_path(prob.X, prob.y, prob.masks, jnp.array([top * (1 + 1e-6), top * 0.99]), mode="vmap")
+    assert float(jnp.max(jnp.abs(path.weights[0]))) == 0.0
+    assert int(path.iterations[0]) == 0
+    assert float(jnp.max(jnp.abs(path.weights[1]))) > 0.0
+
+
+def test_path_is_jittable(prob, lams):
+    f = jax.jit(lambda ls: cn.solve_path(prob.X, prob.y, prob.masks, ls, mode="warm", tol=TOL).objective)
+    np.testing.assert_allclose(f(lams), cn.solve_path(prob.X, prob.y, prob.masks, lams, tol=TOL).objective, rtol=1e-9)
+
+
+def test_bad_paths_are_refused(prob):
+    with pytest.raises(ValueError, match="lams must be a non-empty 1-D array"):
+        cn.solve_path(prob.X, prob.y, prob.masks, jnp.zeros((0,)))
+    with pytest.raises(ValueError, match="lams must be >= 0"):
+        cn.solve_path(prob.X, prob.y, prob.masks, jnp.array([1.0, -1.0]))
+    with pytest.raises(ValueError, match="mode must be one of"):
+        cn.solve_path(prob.X, prob.y, prob.masks, jnp.array([1.0]), mode="serial")
+    with pytest.raises(ValueError, match="model must be 'gated'"):
+        cn.solve_path(prob.X, prob.y, prob.masks, jnp.array([1.0]), model="relu")
+    with pytest.raises(ValueError, match="ratio must be in"):
+        cn.lam_grid(1.0, ratio=2.0)
+
+
+def test_plot_path_draws_every_panel(prob, lams, tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    path = cn.solve_path(prob.X, prob.y, prob.masks, lams, tol=1e-6)
+    fig = cn.plot_path(path, X=prob.X, y=prob.y, masks=prob.masks, X_val=prob.X, y_val=prob.y, masks_val=prob.masks)
+    assert len(fig.axes) == 3
+    order = np.argsort(np.asarray(lams))
+    xs = fig.axes[1].lines[0].get_xdata()
+    np.testing.assert_allclose(np.sort(xs), np.asarray(lams)[order])
+    fig.savefig(tmp_path / "path.png")
+    assert (tmp_path / "path.png").stat().st_size > 0
