@@ -7,17 +7,24 @@ from . import path as path
 from . import patterns as patterns
 from . import prox as prox
 from .certificates import lam_max as lam_max
+from .cones import ConeDecomposition as ConeDecomposition
+from .cones import cone_decompose as cone_decompose
 from .losses import CrossEntropy as CrossEntropy
 from .losses import Logistic as Logistic
 from .losses import Squared as Squared
+from .networks import Network as Network
+from .networks import network_objective as network_objective
+from .networks import to_network as to_network
 from .path import lam_grid as lam_grid
 from .path import plot_path as plot_path
 from .path import solve_path as solve_path
 from .patterns import activation_masks as activation_masks
 from .patterns import deduplicate_masks as deduplicate_masks
+from .patterns import enumerate_masks as enumerate_masks
 from .patterns import sample_gates as sample_gates
 from .solution import Solution as Solution
 from .solution import Status as Status
 from .solvers.gated import solve_gated as solve_gated
+from .solvers.relu import solve_relu as solve_relu
 
 __version__ = "0.1.0"

@@ -80,8 +80,10 @@ def main(argv: list[str] | None = None) -> None:
     masks_tr = patterns.activation_masks(Xtr_j, gates)
     masks_te = patterns.activation_masks(Xte_j, gates)
 
-    print(f"convexnn demo: {args.dataset}, n={Xtr.shape[0]} train / {Xte.shape[0]} test, d={Xtr.shape[1]}, "
-          f"P={args.gates} gates, loss={loss.name}, λ={lam:g}, {jnp.dtype(dtype).name}, device={jax.devices()[0]}")
+    print(
+        f"convexnn demo: {args.dataset}, n={Xtr.shape[0]} train / {Xte.shape[0]} test, d={Xtr.shape[1]}, "
+        f"P={args.gates} gates, loss={loss.name}, λ={lam:g}, {jnp.dtype(dtype).name}, device={jax.devices()[0]}"
+    )
     t0 = time.perf_counter()
     sol = jax.block_until_ready(solve_gated(Xtr_j, ytr_fit, masks_tr, lam, loss=loss, tol=args.tol))
     first = time.perf_counter() - t0

@@ -56,9 +56,7 @@ class Loss(eqx.Module):
         """L(z) + L*(θ) − ⟨θ, z⟩ ≥ 0, computed without cancellation."""
 
     @abc.abstractmethod
-    def bregman(
-        self, z1: Float[Array, "n c"], z0: Float[Array, "n c"], y: Float[Array, "n c"], N: int
-    ) -> Scalar:
+    def bregman(self, z1: Float[Array, "n c"], z0: Float[Array, "n c"], y: Float[Array, "n c"], N: int) -> Scalar:
         """L(z1) − L(z0) − ⟨∇L(z0), z1 − z0⟩ ≥ 0."""
 
     @abc.abstractmethod
@@ -144,12 +142,7 @@ class Logistic(Loss):
         # N θ y = −p with p ∈ [0, 1]; the gap is Σ KL(Bernoulli(p) ‖ Bernoulli(σ(−y z))) / N.
         p = jnp.clip(-N * theta * y, 0, 1)
         u = y * z
-        kl = (
-            xlogy(p, p)
-            + xlogy(1 - p, 1 - p)
-            - p * jax.nn.log_sigmoid(-u)
-            - (1 - p) * jax.nn.log_sigmoid(u)
-        )
+        kl = xlogy(p, p) + xlogy(1 - p, 1 - p) - p * jax.nn.log_sigmoid(-u) - (1 - p) * jax.nn.log_sigmoid(u)
         return jnp.sum(jnp.maximum(kl, 0)) / N
 
     def bregman(self, z1, z0, y, N):
@@ -177,8 +170,7 @@ class Logistic(Loss):
         bad = ~np.isin(y, (-1, 1))
         if bad.any():
             raise ValueError(
-                "y must hold labels in {-1, +1} for the logistic loss; got values "
-                f"{np.unique(y[bad])[:5].tolist()}"
+                f"y must hold labels in {{-1, +1}} for the logistic loss; got values {np.unique(y[bad])[:5].tolist()}"
             )
         return y
 

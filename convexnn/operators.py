@@ -57,9 +57,7 @@ def _adjoint_dense(X, masks, r):
     return jnp.einsum("npc,nd->pdc", R, X, precision=PRECISION)
 
 
-def gated_forward(
-    X: Float[Array, "n d"], masks: Bool[Array, "n p"], W: Float[Array, "p d *c"]
-) -> Float[Array, "n *c"]:
+def gated_forward(X: Float[Array, "n d"], masks: Bool[Array, "n p"], W: Float[Array, "p d *c"]) -> Float[Array, "n *c"]:
     """ŷ = Σ_i D_i X w_i, computed as rowsum(masks ⊙ X W) with one GEMM (per row block on CPU).
 
     Args:
@@ -78,9 +76,7 @@ def gated_forward(
     return jnp.concatenate([out.reshape((-1,) + out.shape[2:]), _forward_dense(Xr, Mr, W)])
 
 
-def gated_adjoint(
-    X: Float[Array, "n d"], masks: Bool[Array, "n p"], r: Float[Array, "n *c"]
-) -> Float[Array, "p d *c"]:
+def gated_adjoint(X: Float[Array, "n d"], masks: Bool[Array, "n p"], r: Float[Array, "n *c"]) -> Float[Array, "p d *c"]:
     """Aᵀ r = [Xᵀ D_i r]_i, computed as Xᵀ (masks ⊙ r) with one GEMM (per row block on CPU).
 
     Args:

@@ -12,12 +12,10 @@ import numpy as np
 from jax.typing import ArrayLike, DTypeLike
 from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 
-__all__ = ["sample_gates", "activation_masks", "deduplicate_masks"]
+__all__ = ["sample_gates", "activation_masks", "deduplicate_masks", "enumerate_masks"]
 
 
-def sample_gates(
-    key: PRNGKeyArray, d: int, num_gates: int, dtype: DTypeLike = jnp.float32
-) -> Float[Array, "d p"]:
+def sample_gates(key: PRNGKeyArray, d: int, num_gates: int, dtype: DTypeLike = jnp.float32) -> Float[Array, "d p"]:
     """Gate vectors g_1, …, g_P ~ N(0, I_d), stacked as the columns of a (d, P) matrix.
 
     Args:
@@ -59,9 +57,7 @@ def activation_masks(X: ArrayLike, gates: ArrayLike) -> Bool[Array, "n p"]:
     return jnp.matmul(X, gates, precision=jax.lax.Precision.HIGHEST) >= 0
 
 
-def deduplicate_masks(
-    masks: ArrayLike, *, drop_empty: bool = False
-) -> tuple[Bool[Array, "n q"], Int[Array, " q"]]:
+def deduplicate_masks(masks: ArrayLike, *, drop_empty: bool = False) -> tuple[Bool[Array, "n q"], Int[Array, " q"]]:
     """Keep the first occurrence of every distinct column of `masks`, in the original order.
 
     Duplicate patterns give the convex program identical blocks, which changes nothing in its optimum
@@ -85,3 +81,66 @@ def deduplicate_masks(
     if drop_empty:
         kept = kept[m[:, kept].any(axis=0)]
     return jnp.asarray(m[:, kept], dtype=bool), jnp.asarray(kept, dtype=jnp.int32)
+
+
+def enumerate_masks(X: ArrayLike) -> Bool[Array, "n q"]:
+    """Every distinct activation pattern {1[X g ≥ 0] : g ∈ R^d} of data with d ≤ 3 columns.
+
+    The patterns are the cells of the arrangement of the hyperplanes {g : x_j·g = 0} (a boundary point
+    gives the pattern of the cell on its non-negative side), so each is found at a point inside a cell:
+    for d = 3, near every vertex x_a × x_b of the arrangement on the sphere; for d = 2, between
+    consecutive critical angles; for d = 1, on either side of 0. With a bias column, 2-D points in general
+    position give exactly n² − n + 2 patterns. With all of them, the exact ReLU program's optimum is the
+    global optimum of the non-convex network (for enough neurons).
+
+    Args:
+        X: data (n, d) with d ≤ 3 (include the bias column yourself if you want one).
+
+    Returns:
+        bool masks (n, Q), one column per distinct pattern, the all-ones pattern among them.
+
+    Raises:
+        ValueError: for d > 3, where the number of patterns grows like O(n^(d−1)) and the enumeration
+            here is not implemented; sample gates instead (`sample_gates`, `activation_masks`).
+    """
+    Xn = np.asarray(X, dtype=np.float64)
+    if Xn.ndim != 2 or Xn.shape[0] == 0:
+        raise ValueError(f"X must be a non-empty 2-D (n, d) array; got shape {Xn.shape}")
+    n, d = Xn.shape
+    if d > 3:
+        raise ValueError(
+            f"enumerate_masks handles d <= 3 columns (e.g. 2 features and a bias); got d = {d}. The number of "
+            "patterns grows like n^(d-1): sample gates with sample_gates and activation_masks instead"
+        )
+    if not np.all(np.isfinite(Xn)):
+        raise ValueError("X must be finite")
+    scale = np.max(np.abs(Xn)) or 1.0
+    Xs = Xn / scale
+    if d == 1:
+        points = np.array([[1.0], [-1.0]])
+    elif d == 2:
+        angles = np.arctan2(Xs[:, 1], Xs[:, 0])
+        critical = np.sort(np.mod(np.concatenate([angles + np.pi / 2, angles - np.pi / 2]), 2 * np.pi))
+        nxt = np.roll(critical, -1)
+        nxt[-1] += 2 * np.pi
+        mids = (critical + nxt) / 2
+        points = np.stack([np.cos(mids), np.sin(mids)], axis=1)
+    else:
+        rows = Xs[np.linalg.norm(Xs, axis=1) > 0]
+        a, b = np.triu_indices(rows.shape[0], k=1)
+        vertices = np.cross(rows[a], rows[b])
+        norms = np.linalg.norm(vertices, axis=1)
+        vertices = vertices[norms > 1e-12] / norms[norms > 1e-12, None]
+        # Around each vertex, step off along ±(one plane's normal) ± (the other's): one point per cell.
+        na = rows[a][norms > 1e-12]
+        nb = rows[b][norms > 1e-12]
+        na = na / np.linalg.norm(na, axis=1, keepdims=True)
+        nb = nb / np.linalg.norm(nb, axis=1, keepdims=True)
+        eps = 1e-6
+        offsets = [sa * na + sb * nb for sa in (1, -1) for sb in (1, -1)]
+        points = np.concatenate([s * vertices + eps * o for s in (1, -1) for o in offsets])
+        points = np.concatenate([points, np.eye(3), -np.eye(3)])  # cells without vertices (tiny n)
+    patterns = Xs @ points.T >= 0
+    patterns = np.concatenate([patterns, np.ones((n, 1), bool)], axis=1)  # g = 0
+    unique = deduplicate_masks(patterns)[0]
+    return unique

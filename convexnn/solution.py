@@ -41,6 +41,7 @@ class Solution(eqx.Module):
             proximal-gradient steps plus Newton–CG steps.
         status: a `Status` code as an integer array (it jits, vmaps and shards).
         lam: the regularisation strength λ that was solved for.
+        stats: solver-specific counters (e.g. ADMM steps and CG iterations), arrays like the rest.
     """
 
     weights: PyTree[Float[Array, "..."]]
@@ -50,6 +51,7 @@ class Solution(eqx.Module):
     iterations: Int[Array, "*lam"]
     status: Int[Array, "*lam"]
     lam: Float[Array, "*lam"]
+    stats: dict = eqx.field(default_factory=dict)
 
     @property
     def converged(self) -> Any:

@@ -40,8 +40,10 @@ def main(steps: int = 12, learning_rate: float = 4.0) -> None:
     for step in range(steps + 1):
         (loss, sol), grad = value_and_grad(log_lam)
         neurons = int(jnp.sum(cn.prox.group_norms(sol.weights) > 0))
-        print(f"{step:>4} {float(jnp.exp(log_lam)):>10.3g} {float(loss):>10.5f} {float(grad):>10.4f} {neurons:>8} "
-              f"{float(sol.gap):>9.2g}")
+        print(
+            f"{step:>4} {float(jnp.exp(log_lam)):>10.3g} {float(loss):>10.5f} {float(grad):>10.4f} {neurons:>8} "
+            f"{float(sol.gap):>9.2g}"
+        )
         log_lam = log_lam - learning_rate * grad
     print(f"{steps + 1} solves with gradients in {time.perf_counter() - start:.1f} s (first includes compilation)")
 

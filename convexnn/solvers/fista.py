@@ -69,9 +69,7 @@ def evaluate(obj: CompositeSmooth, lam: Scalar, W: Array, img: PyTree, g: PyTree
     return objective, obj.gap(lam, W, img, g, G)
 
 
-def init_state(
-    obj: CompositeSmooth, lam: Scalar, W0: Float[Array, "p d c"], step0: Scalar | None = None
-) -> FistaState:
+def init_state(obj: CompositeSmooth, lam: Scalar, W0: Float[Array, "p d c"], step0: Scalar | None = None) -> FistaState:
     """The state at W0: its image, gradient, objective, gap, and a first step size.
 
     Without `step0` the first step is 1/ρ with ρ = ⟨K G, ∇²F K G⟩ / ‖G‖², the curvature of F∘K along

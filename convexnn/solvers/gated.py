@@ -250,4 +250,3 @@ def solve_gated(
     if squeeze:
         sol = eqx.tree_at(lambda s: s.weights, sol, sol.weights[..., 0])
     return sol
-

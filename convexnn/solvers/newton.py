@@ -33,7 +33,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 from jax import lax
-from jaxtyping import Array, Bool, Float, Int, Scalar
+from jaxtyping import Array, Bool, Float, Int, PyTree, Scalar
 
 from .. import prox
 from .objectives import CompositeSmooth
@@ -100,9 +100,8 @@ def pcg(
 
 
 def kernel_is_worth_it(obj: CompositeSmooth, W: Array, opts: NewtonOptions) -> bool:
-    """Static: whether the sample-space preconditioner (c Cholesky factorizations of n×n) pays off."""
-    n, c = jax.eval_shape(obj.apply, W).shape
-    return n**3 * c <= opts.kernel_max**3
+    """Static: whether the objective's preconditioner pays off (e.g. c Cholesky factorizations of n×n)."""
+    return obj.newton_preconditioner_pays(W, opts.kernel_max)
 
 
 def restricted_newton_system(
@@ -112,7 +111,7 @@ def restricted_newton_system(
     img: object,
     active: Bool[Array, "p c"],
     use_kernel: bool,
-) -> tuple[Array, Callable[[Array], Array], Callable[[Array], Array] | None, Array, Array]:
+) -> tuple[Array, Callable[[Array], Array], Callable[[Array], Array] | None, PyTree, Array]:
     """∇φ, v ↦ ∇²φ v and (optionally) v ↦ P⁻¹v at W, for φ restricted to the groups in `active`.
 
     The Hessian acts as the identity on the inactive groups, so the system is well posed on all of
@@ -196,6 +195,7 @@ def newton_polish(
         slope = _vdot(g, direction)  # < 0 for a descent direction
         direction = jnp.where(slope < 0, direction, -g)
         slope = jnp.where(slope < 0, slope, -gnorm * gnorm)
+
         # A group that the step would turn past the origin wants to be zero; the smooth model cannot say
         # so (‖·‖ is not smooth there), so the search path bends: such groups are set to zero.
         def trial(alpha):

@@ -53,14 +53,16 @@ class CompositeSmooth(eqx.Module):
         """∇²F(img) dimg."""
 
     def newton_preconditioner(self, img: Image, a: Float[Array, "p c"]):
-        """A function v ↦ P⁻¹v for P = Kᵀ∇²F(img)K + diag(1/a) on the groups with a > 0 (identity on the
+        """A function v ↦ P⁻¹v for P ≈ Kᵀ∇²F(img)K + diag(1/a) on the groups with a > 0 (identity on the
         others), or None when this objective has no cheap way to apply it."""
         return None
 
+    def newton_preconditioner_pays(self, W: Float[Array, "p d c"], kernel_max: int) -> bool:
+        """Static: whether building `newton_preconditioner` costs less than the CG iterations it saves."""
+        return False
+
     @abc.abstractmethod
-    def gap(
-        self, lam: Scalar, W: Float[Array, "p d c"], img: Image, g: Image, Ktg: Float[Array, "p d c"]
-    ) -> Scalar:
+    def gap(self, lam: Scalar, W: Float[Array, "p d c"], img: Image, g: Image, Ktg: Float[Array, "p d c"]) -> Scalar:
         """A certified bound on objective(W) − optimum from the gradient g = ∇F(img') at any point."""
 
 
@@ -98,6 +100,10 @@ class GatedObjective(CompositeSmooth):
 
     def gap(self, lam, W, img, g, Ktg):
         return certificates.duality_gap(self.loss, self.y, self.N, lam, W, img, g, Ktg)
+
+    def newton_preconditioner_pays(self, W, kernel_max):
+        n, c = self.y.shape
+        return n**3 * c <= kernel_max**3
 
     def newton_preconditioner(self, img, a):
         """P⁻¹ by Woodbury in sample space, for P = Aᵀ diag(h) A + diag(1/a), h the diagonal of ∇²L:

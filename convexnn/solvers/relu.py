@@ -1,0 +1,108 @@
+"""The exact ReLU program, solved to a certified tolerance with its cone constraints met.
+
+    min_{U,V}  L(Σ_i D_i X (u_i − v_i), y) + λ Σ_i (‖u_i‖₂ + ‖v_i‖₂)   s.t.  (2D_i − I) X u_i ≥ 0,  (2D_i − I) X v_i ≥ 0
+
+Its optimum equals the optimum of the non-convex two-layer ReLU network with weight decay
+min L(relu(X W1) w2, y) + (λ/2)(‖W1‖² + ‖w2‖²) over networks whose neurons use the given patterns
+(all of them, when the masks enumerate every pattern of X: see `enumerate_masks`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import equinox as eqx
+import jax.numpy as jnp
+from jax.typing import ArrayLike
+
+from .. import _validate
+from .. import losses as _losses
+from ..solution import Solution
+from .admm import solve_relu_admm
+from .augmented_lagrangian import solve_relu_al
+from .relu_objectives import ReluData, stack, unstack
+
+__all__ = ["solve_relu"]
+
+_METHODS = ("al", "admm")
+
+
+@eqx.filter_jit
+def _solve_relu_jit(X, Y, masks, lam, W0, tol, constraint_tol, max_iters, loss, method, polish, admm_options):
+    data = ReluData(X=X, masks=masks, y=Y, loss=loss, N=loss.normaliser(Y))
+    if method == "al":
+        s = solve_relu_al(data, lam, W0, tol, constraint_tol, max_iters, polish=polish)
+        stats = {"outer_steps": s.outer_steps, "rho": s.rho}
+    else:
+        s = solve_relu_admm(data, lam, W0, tol, constraint_tol, max_iters, admm_options)
+        stats = {"admm_steps": s.admm_steps, "cg_iterations": s.cg_iterations, "rho": s.rho, "rho_s": s.rho_s}
+    return Solution(
+        weights=unstack(s.W),
+        objective=s.objective,
+        gap=s.gap,
+        violation=s.violation,
+        iterations=s.iterations,
+        status=s.status,
+        lam=lam,
+        stats=stats,
+    )
+
+
+def solve_relu(
+    X: ArrayLike,
+    y: ArrayLike,
+    masks: ArrayLike,
+    lam: ArrayLike,
+    *,
+    loss: str | _losses.Loss = "squared",
+    method: str = "al",
+    tol: ArrayLike = 1e-6,
+    constraint_tol: ArrayLike = 1e-6,
+    max_iters: ArrayLike = 20_000,
+    init: Any = None,
+    polish: bool = True,
+    admm_options=None,
+) -> Solution:
+    """Train a two-layer ReLU network to a certified global optimum (over networks using these patterns).
+
+    Args:
+        X, y, masks, lam, loss: as in `solve_gated`.
+        method: "al" (augmented Lagrangian, subproblems by R-FISTA + Newton polish; every loss) or
+            "admm" (ADMM with a Nyström-preconditioned CG linear solve; squared loss only).
+        tol: stop when the duality gap ≤ tol · max(1, |objective|) ...
+        constraint_tol: ... and the cone violation max (−s_i ⊙ X w_i)₊ / max |X W| ≤ constraint_tol.
+        max_iters: iteration budget (each iteration costs about one product with X and one with Xᵀ).
+        init: initial (U, V), each shaped like the weights (default zero).
+        polish: use the Newton polish inside the AL subproblems.
+        admm_options: an `ADMMOptions` (penalty, CG and Nyström settings) for method="admm".
+
+    Returns:
+        a `Solution` with weights (U, V), each (P, d) for 1-D y or (P, d, c); `violation` the relative
+        cone violation; `gap` a bound on objective − optimum from a dual feasible point of the exact
+        program (valid for any point; meaningful as a certificate once the violation is small).
+    """
+    if method not in _METHODS:
+        raise ValueError(f"method must be one of {_METHODS}; got {method!r}")
+    loss = _losses.get_loss(loss)
+    if method == "admm" and not isinstance(loss, _losses.Squared):
+        raise ValueError(f"method='admm' solves the squared loss only (its u-step is a linear system); got {loss.name}")
+    X, Y, masks, squeeze = _validate.check_data(X, y, masks, loss)
+    lam = _validate.check_lam(lam, X.dtype)
+    tol = _validate.check_positive("tol", tol, X.dtype)
+    constraint_tol = _validate.check_positive("constraint_tol", constraint_tol, X.dtype)
+    max_iters = _validate.check_positive("max_iters", max_iters, X.dtype, integer=True)
+    P, d, c = masks.shape[1], X.shape[1], Y.shape[1]
+    if init is None:
+        W0 = jnp.zeros((2 * P, d, c), X.dtype)
+    else:
+        if not (isinstance(init, tuple) and len(init) == 2):
+            raise ValueError("init must be a pair (U, V)")
+        W0 = stack(*(_validate.check_init(w, P, d, c, squeeze, X.dtype) for w in init))
+    if method == "admm" and admm_options is None:
+        from .admm import ADMMOptions
+
+        admm_options = ADMMOptions()
+    sol = _solve_relu_jit(X, Y, masks, lam, W0, tol, constraint_tol, max_iters, loss, method, polish, admm_options)
+    if squeeze:
+        sol = eqx.tree_at(lambda s: s.weights, sol, tuple(w[..., 0] for w in sol.weights))
+    return sol

@@ -1,0 +1,177 @@
+"""The exact ReLU program against Clarabel, the recovered network, cone decompositions, enumeration."""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import convexnn as cn
+from convexnn import losses
+
+from . import helpers
+from .reference import clarabel_relu
+
+CASES = {
+    "teacher": (functools.partial(helpers.teacher, n=200, d=6, P=20, seed=2), (1e-3, 1e-2)),
+    "diabetes": (functools.partial(helpers.diabetes, n=200, P=20), (1e-2, 1.0)),
+    "breast_cancer": (functools.partial(helpers.breast_cancer, n=200, P=10), (1e-3,)),
+    "digits-squared": (functools.partial(helpers.digits, n=100, P=4, loss="squared"), (1e-3,)),
+}
+AL_PARAMS = [(name, lam) for name, (_, lams) in CASES.items() for lam in lams]
+# ADMM is a moderate-accuracy method: these are the problems where it reaches 1e-6 within 60 000 iterations.
+ADMM_PARAMS = [("teacher", 1e-2), ("diabetes", 1.0), ("digits-squared", 1e-3)]
+
+
+@functools.cache
+def problem(name):
+    return CASES[name][0]()
+
+
+@functools.cache
+def reference(name, lam):
+    p = problem(name)
+    return clarabel_relu(p.X, losses.get_loss(p.loss).prepare_targets(np.asarray(p.y)), p.masks, lam, p.loss)
+
+
+def _check(sol, p_star):
+    assert sol.status == cn.Status.CONVERGED, sol
+    assert abs(float(sol.objective) - p_star) <= 1e-6 * abs(p_star), (float(sol.objective), p_star)
+    assert float(sol.violation) <= 1e-6
+
+
+@pytest.mark.parametrize("name,lam", AL_PARAMS, ids=[f"{n}-lam{l:g}" for n, l in AL_PARAMS])
+def test_al_matches_clarabel(name, lam):
+    p = problem(name)
+    sol = cn.solve_relu(p.X, p.y, p.masks, lam, loss=p.loss, method="al")
+    _check(sol, reference(name, lam))
+    U, V = sol.weights
+    assert U.shape == V.shape == p.masks.shape[1:] + p.X.shape[1:] + (() if p.y.ndim == 1 else p.y.shape[1:])
+
+
+@pytest.mark.parametrize("name,lam", ADMM_PARAMS, ids=[f"{n}-lam{l:g}" for n, l in ADMM_PARAMS])
+def test_admm_matches_clarabel(name, lam):
+    p = problem(name)
+    sol = cn.solve_relu(p.X, p.y, p.masks, lam, method="admm", max_iters=60_000)
+    _check(sol, reference(name, lam))
+    assert int(sol.stats["admm_steps"]) > 0 and int(sol.stats["cg_iterations"]) > 0
+
+
+@pytest.mark.parametrize("name,lam", [("teacher", 1e-2), ("breast_cancer", 1e-3)])
+def test_recovered_network_attains_the_convex_optimum(name, lam):
+    p = problem(name)
+    sol = cn.solve_relu(p.X, p.y, p.masks, lam, loss=p.loss, tol=1e-9, constraint_tol=1e-9)
+    net = cn.to_network(sol)
+    value = float(cn.network_objective(net, p.X, p.y, lam, loss=p.loss))
+    np.testing.assert_allclose(value, float(sol.objective), rtol=1e-8)
+    np.testing.assert_allclose(value, reference(name, lam), rtol=1e-6)
+    U, V = sol.weights
+    convex_pred = cn.operators.gated_forward(p.X, p.masks, U - V)
+    np.testing.assert_allclose(net(p.X), convex_pred, atol=1e-6 * float(jnp.max(jnp.abs(convex_pred))))
+    pruned = net.prune()
+    assert pruned.width == int(jnp.sum(cn.prox.group_norms(U) > 0) + jnp.sum(cn.prox.group_norms(V) > 0))
+    np.testing.assert_allclose(pruned(p.X), net(p.X), rtol=1e-12, atol=1e-12)
+
+
+def test_gated_network_keeps_its_gates():
+    rng = np.random.default_rng(0)
+    X = jnp.asarray(np.hstack([rng.standard_normal((80, 4)), np.ones((80, 1))]))
+    y = jnp.sin(X[:, 0]) + X[:, 1]
+    gates = cn.sample_gates(jax.random.key(1), 5, 12, dtype=jnp.float64)
+    masks = cn.activation_masks(X, gates)
+    sol = cn.solve_gated(X, y, masks, 1e-3, tol=1e-10)
+    net = cn.to_network(sol, gates)
+    np.testing.assert_allclose(net(X), cn.operators.gated_forward(X, masks, sol.weights), atol=1e-10)
+    np.testing.assert_allclose(float(cn.network_objective(net, X, y, 1e-3)), float(sol.objective), rtol=1e-10)
+    with pytest.raises(ValueError, match="needs its gates"):
+        cn.to_network(sol)
+
+
+def test_cone_decomposition_is_feasible_with_the_same_predictions():
+    p = problem("teacher")
+    gated = cn.solve_gated(p.X, p.y, p.masks, 1e-2, tol=1e-10)
+    dec = cn.cone_decompose(gated, p.X, p.masks)
+    U, V = dec.weights
+    assert float(dec.violation) <= 1e-9
+    np.testing.assert_allclose(
+        cn.operators.gated_forward(p.X, p.masks, U - V),
+        cn.operators.gated_forward(p.X, p.masks, gated.weights),
+        atol=1e-9,
+    )
+    assert float(dec.growth) >= 1.0
+    np.testing.assert_allclose(float(dec.penalty_gated), float(cn.prox.group_l1(gated.weights)), rtol=1e-12)
+    # The decomposed point is feasible for the exact program, so it cannot beat its optimum.
+    relu_value = float(gated.objective) - 1e-2 * float(dec.penalty_gated) + 1e-2 * float(dec.penalty_relu)
+    assert relu_value >= reference("teacher", 1e-2) * (1 - 1e-9)
+
+
+def _toy(n=30, seed=0):
+    rng = np.random.default_rng(seed)
+    X = np.hstack([rng.uniform(-1, 1, (n, 2)), np.ones((n, 1))])
+    y = np.sin(3 * X[:, 0]) * X[:, 1] + 0.1 * rng.standard_normal(n)
+    return jnp.asarray(X), jnp.asarray(y)
+
+
+@pytest.mark.parametrize("n", [5, 12, 30])
+def test_enumeration_counts_every_pattern_of_2d_points(n):
+    X, _ = _toy(n, seed=n)
+    masks = cn.enumerate_masks(X)
+    assert masks.shape == (n, n * n - n + 2)  # the arrangement bound, exact in general position
+    assert np.unique(np.asarray(masks), axis=1).shape[1] == masks.shape[1]
+    sampled = np.unique(np.asarray(X) @ np.random.default_rng(0).standard_normal((3, 20_000)) >= 0, axis=1)
+    assert set(map(bytes, np.asarray(masks).T)) >= set(map(bytes, sampled.T))
+
+
+def test_enumeration_refuses_high_dimensions():
+    with pytest.raises(ValueError, match="d <= 3"):
+        cn.enumerate_masks(jnp.ones((10, 4)))
+
+
+def test_no_adam_run_beats_the_global_optimum():
+    """With every pattern enumerated, the convex optimum is the non-convex network's global optimum."""
+    X, y = _toy(30, seed=4)
+    lam = 1e-3
+    masks = cn.enumerate_masks(X)
+    sol = cn.solve_relu(X, y, masks, lam, tol=1e-9, constraint_tol=1e-9, max_iters=100_000)
+    assert sol.status == cn.Status.CONVERGED
+    net = cn.to_network(sol).prune()
+    optimum = float(sol.objective)
+    np.testing.assert_allclose(float(cn.network_objective(net, X, y, lam)), optimum, rtol=1e-7)
+
+    width = max(net.width, 8)
+
+    def objective(params):
+        return cn.network_objective(cn.Network(W1=params[0], w2=params[1], squeeze=True), X, y, lam)
+
+    opt = optax.adam(1e-2)
+
+    def train(key):
+        k1, k2 = jax.random.split(key)
+        params = (jax.random.normal(k1, (3, width)) / np.sqrt(3), jax.random.normal(k2, (width, 1)) / np.sqrt(width))
+
+        def step(carry, _):
+            params, state = carry
+            grads = jax.grad(objective)(params)
+            updates, state = opt.update(grads, state, params)
+            return (optax.apply_updates(params, updates), state), None
+
+        (params, _), _ = jax.lax.scan(step, (params, opt.init(params)), None, length=4000)
+        return objective(params)
+
+    with jax.numpy_dtype_promotion("standard"):  # optax's bias correction mixes int and float
+        finals = jax.jit(jax.vmap(train))(jax.random.split(jax.random.key(0), 10))
+    assert np.all(np.asarray(finals) >= optimum * (1 - 1e-6)), (np.asarray(finals), optimum)
+
+
+def test_bad_options_are_refused():
+    p = problem("teacher")
+    with pytest.raises(ValueError, match="method must be one of"):
+        cn.solve_relu(p.X, p.y, p.masks, 1e-2, method="sgd")
+    with pytest.raises(ValueError, match="squared loss only"):
+        cn.solve_relu(p.X, np.sign(p.y), p.masks, 1e-2, loss="logistic", method="admm")
+    with pytest.raises(ValueError, match="init must be a pair"):
+        cn.solve_relu(p.X, p.y, p.masks, 1e-2, init=jnp.zeros((20, 6)))
