@@ -6,6 +6,7 @@ from . import operators as operators
 from . import path as path
 from . import patterns as patterns
 from . import prox as prox
+from . import sharding as sharding
 from .certificates import lam_max as lam_max
 from .cones import ConeDecomposition as ConeDecomposition
 from .cones import cone_decompose as cone_decompose
@@ -22,6 +23,8 @@ from .patterns import activation_masks as activation_masks
 from .patterns import deduplicate_masks as deduplicate_masks
 from .patterns import enumerate_masks as enumerate_masks
 from .patterns import sample_gates as sample_gates
+from .sharding import RowSharded as RowSharded
+from .sharding import shard_rows as shard_rows
 from .solution import Solution as Solution
 from .solution import Status as Status
 from .solvers.gated import solve_gated as solve_gated

@@ -15,7 +15,7 @@ import numpy as np
 
 from . import losses as _losses
 
-__all__ = ["concrete", "check_data", "check_lam", "check_lams", "check_positive", "check_init"]
+__all__ = ["concrete", "check_data", "check_host_data", "check_lam", "check_lams", "check_positive", "check_init"]
 
 
 def concrete(x: Any) -> np.ndarray | None:
@@ -84,6 +84,45 @@ def check_data(X: Any, y: Any, masks: Any, loss: _losses.Loss) -> tuple[jax.Arra
     if Y.shape[1] == 0:
         raise ValueError("y must have at least one output column (c = 0)")
     return jnp.asarray(X), Y, jnp.asarray(masks, dtype=bool), squeeze
+
+
+def check_host_data(
+    X: Any, y: Any, masks: Any, loss: _losses.Loss, c: int | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
+    """As `check_data`, on the host: NumPy X (n, d), y (n, c) in X's dtype, bool masks, and whether y was 1-D.
+
+    Nothing is placed on a device (for data that will be split over many). `c`: the number of classes for
+    integer cross-entropy labels, when these rows are only part of the data.
+
+    Raises:
+        ValueError: naming the argument, what was expected and what came.
+    """
+    X, y, masks = np.asarray(X), np.asarray(y), np.asarray(masks)
+    if X.ndim != 2:
+        raise ValueError(f"X must be a 2-D (n, d) array; got shape {X.shape}")
+    n, d = X.shape
+    if d == 0:
+        raise ValueError("X must have at least one column (d = 0)")
+    if not np.issubdtype(X.dtype, np.floating):
+        raise ValueError(f"X must have a floating dtype (float32 or float64); got {X.dtype}")
+    _finite_or_raise("X", X)
+    if masks.ndim != 2 or masks.shape[0] != n:
+        raise ValueError(f"masks must be (n, P) with n = {n}; got shape {masks.shape}")
+    if masks.shape[1] == 0:
+        raise ValueError("masks must have at least one pattern (P = 0)")
+    if masks.dtype != bool:
+        if not np.issubdtype(masks.dtype, np.integer):
+            raise ValueError(f"masks must be bool or 0/1 integers; got dtype {masks.dtype}")
+        if not np.isin(masks, (0, 1)).all():
+            raise ValueError("masks must hold only 0 and 1")
+        masks = masks != 0
+    if y.ndim not in (1, 2) or y.shape[0] != n:
+        raise ValueError(f"y must be (n,) or (n, c) with n = {n}; got shape {y.shape}")
+    _finite_or_raise("y", y)
+    Y = loss.prepare_targets(y, c) if n else y.reshape(0, c or (y.shape[1] if y.ndim == 2 else 1))
+    if Y.shape[1] == 0:
+        raise ValueError("y must have at least one output column (c = 0)")
+    return X, np.asarray(Y, dtype=X.dtype), masks, y.ndim == 1 and Y.shape[1] == 1
 
 
 def check_lam(lam: Any, dtype: Any) -> jax.Array:

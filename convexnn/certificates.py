@@ -13,12 +13,15 @@ bounds objective(W) − p* from above. Both brackets are non-negative and comput
 
 from __future__ import annotations
 
+import equinox as eqx
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 from jaxtyping import Array, Float, Scalar
 
 from . import _validate, operators, prox
 from . import losses as _losses
+from ._rows import Rows, loss_kwargs, row_total
+from .sharding import RowSharded, check_sharded, run_sharded
 
 __all__ = ["dual_scale", "duality_gap", "lam_max"]
 
@@ -38,6 +41,7 @@ def duality_gap(
     Z: Float[Array, "n c"],
     grad: Float[Array, "n c"],
     AtG: Float[Array, "p d c"],
+    rows: Rows | None = None,
 ) -> Scalar:
     """objective(W) − p* ≤ gap, with the dual point θ = s ∇L taken from any gradient of the loss.
 
@@ -47,29 +51,45 @@ def duality_gap(
         lam: λ ≥ 0.
         W: primal weights (P, d, c), and Z = A W their predictions (n, c).
         grad: a loss gradient ∇L(z') at some point z' (n, c), and AtG = Aᵀ grad (P, d, c).
+        rows: for row-sharded data, the real rows and the mesh axis (the loss term sums over all shards).
 
     Returns:
         the duality gap, a non-negative scalar.
     """
     s = dual_scale(AtG, lam)
-    fy = loss.fenchel_young_gap(Z, s * grad, y, N)
+    fy = loss.fenchel_young_gap(Z, s * grad, y, N, **loss_kwargs(rows))
     per_group = lam * prox.group_norms(W) + s * jnp.sum(AtG * W, axis=1)
     return fy + jnp.sum(jnp.maximum(per_group, 0))
 
 
+@eqx.filter_jit
+def _lam_max_sharded(data: RowSharded, loss: _losses.Loss) -> Scalar:
+    N = data.normaliser(loss)
+
+    def local(X, Y, masks, rows):
+        AtG = row_total(operators.gated_adjoint(X, masks, loss.grad(jnp.zeros_like(Y), Y, N)), rows)
+        return jnp.max(prox.group_norms(AtG))
+
+    return run_sharded(local, data)
+
+
 def lam_max(
-    X: ArrayLike,
-    y: ArrayLike,
-    masks: ArrayLike,
+    X: ArrayLike | RowSharded,
+    y: ArrayLike | None = None,
+    masks: ArrayLike | None = None,
     loss: str | _losses.Loss = "squared",
 ) -> Scalar:
     """λ_max = max_i ‖Xᵀ D_i ∇L(0)‖₂ (max over groups): the smallest λ whose gated solution is zero.
 
     Args:
-        X: data (n, d); y: targets (n,) or (n, c); masks: (n, P) bool.
+        X: data (n, d), or a `RowSharded` from `shard_rows` (then y and masks are left out).
+        y: targets (n,) or (n, c); masks: (n, P) bool.
         loss: the loss name or instance.
     """
     loss = _losses.get_loss(loss)
+    if isinstance(X, RowSharded):
+        check_sharded(X, y, masks, loss)
+        return _lam_max_sharded(X, loss)
     X, Y, masks, _ = _validate.check_data(X, y, masks, loss)
     grad = loss.grad(jnp.zeros_like(Y), Y, loss.normaliser(Y))
     return jnp.max(prox.group_norms(operators.gated_adjoint(X, masks, grad)))

@@ -10,6 +10,9 @@ Besides value and gradient each loss gives
   divergence), which is what the duality gap is made of;
 - `bregman(z1, z0)`: L(z1) − L(z0) − ⟨∇L(z0), z1 − z0⟩ ≥ 0, for the line search, also cancellation-free;
 - `hvp(z, dz)`: ∇²L(z) dz, for Newton steps.
+
+The methods that sum over rows (value, conjugate, Fenchel–Young gap, Bregman) take an optional `rows`
+(`convexnn._rows.Rows`): with it they skip padding rows and add the sums of every shard of row-sharded data.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ from jax.scipy.special import xlogy
 from jax.typing import ArrayLike
 from jaxtyping import Array, Float, Scalar
 
+from ._rows import Rows, row_all, row_sum
+
 __all__ = ["Loss", "Squared", "Logistic", "CrossEntropy", "get_loss"]
 
 
@@ -38,7 +43,7 @@ class Loss(eqx.Module):
         """N, the number the summed loss is divided by (computed from the global shape)."""
 
     @abc.abstractmethod
-    def value(self, z: Float[Array, "n c"], y: Float[Array, "n c"], N: int) -> Scalar:
+    def value(self, z: Float[Array, "n c"], y: Float[Array, "n c"], N: int, rows: Rows | None = None) -> Scalar:
         """L(z) = (1/N) Σ ℓ(z_j, y_j)."""
 
     @abc.abstractmethod
@@ -46,17 +51,24 @@ class Loss(eqx.Module):
         """∇L(z)."""
 
     @abc.abstractmethod
-    def conjugate(self, theta: Float[Array, "n c"], y: Float[Array, "n c"], N: int) -> Scalar:
+    def conjugate(self, theta: Float[Array, "n c"], y: Float[Array, "n c"], N: int, rows: Rows | None = None) -> Scalar:
         """L*(θ) = sup_z ⟨θ, z⟩ − L(z) (+inf outside its domain)."""
 
     @abc.abstractmethod
     def fenchel_young_gap(
-        self, z: Float[Array, "n c"], theta: Float[Array, "n c"], y: Float[Array, "n c"], N: int
+        self,
+        z: Float[Array, "n c"],
+        theta: Float[Array, "n c"],
+        y: Float[Array, "n c"],
+        N: int,
+        rows: Rows | None = None,
     ) -> Scalar:
         """L(z) + L*(θ) − ⟨θ, z⟩ ≥ 0, computed without cancellation."""
 
     @abc.abstractmethod
-    def bregman(self, z1: Float[Array, "n c"], z0: Float[Array, "n c"], y: Float[Array, "n c"], N: int) -> Scalar:
+    def bregman(
+        self, z1: Float[Array, "n c"], z0: Float[Array, "n c"], y: Float[Array, "n c"], N: int, rows: Rows | None = None
+    ) -> Scalar:
         """L(z1) − L(z0) − ⟨∇L(z0), z1 − z0⟩ ≥ 0."""
 
     @abc.abstractmethod
@@ -92,20 +104,20 @@ class Squared(Loss):
     def normaliser(self, y):
         return y.shape[0] * y.shape[1]
 
-    def value(self, z, y, N):
-        return 0.5 * jnp.sum(jnp.square(z - y)) / N
+    def value(self, z, y, N, rows=None):
+        return 0.5 * row_sum(jnp.square(z - y), rows) / N
 
     def grad(self, z, y, N):
         return (z - y) / N
 
-    def conjugate(self, theta, y, N):
-        return 0.5 * N * jnp.sum(jnp.square(theta)) + jnp.sum(theta * y)
+    def conjugate(self, theta, y, N, rows=None):
+        return 0.5 * N * row_sum(jnp.square(theta), rows) + row_sum(theta * y, rows)
 
-    def fenchel_young_gap(self, z, theta, y, N):
-        return 0.5 * jnp.sum(jnp.square(z - y - N * theta)) / N
+    def fenchel_young_gap(self, z, theta, y, N, rows=None):
+        return 0.5 * row_sum(jnp.square(z - y - N * theta), rows) / N
 
-    def bregman(self, z1, z0, y, N):
-        return 0.5 * jnp.sum(jnp.square(z1 - z0)) / N
+    def bregman(self, z1, z0, y, N, rows=None):
+        return 0.5 * row_sum(jnp.square(z1 - z0), rows) / N
 
     def hvp(self, z, dz, y, N):
         return dz / N
@@ -126,33 +138,33 @@ class Logistic(Loss):
     def normaliser(self, y):
         return y.shape[0] * y.shape[1]
 
-    def value(self, z, y, N):
-        return jnp.sum(jax.nn.softplus(-y * z)) / N
+    def value(self, z, y, N, rows=None):
+        return row_sum(jax.nn.softplus(-y * z), rows) / N
 
     def grad(self, z, y, N):
         return -y * jax.nn.sigmoid(-y * z) / N
 
-    def conjugate(self, theta, y, N):
+    def conjugate(self, theta, y, N, rows=None):
         p = -N * theta * y  # must lie in [0, 1]
-        inside = jnp.all((p >= 0) & (p <= 1))
-        val = jnp.sum(xlogy(p, p) + xlogy(1 - p, 1 - p)) / N
+        inside = row_all((p >= 0) & (p <= 1), rows)
+        val = row_sum(xlogy(p, p) + xlogy(1 - p, 1 - p), rows) / N
         return jnp.where(inside, val, jnp.inf)
 
-    def fenchel_young_gap(self, z, theta, y, N):
+    def fenchel_young_gap(self, z, theta, y, N, rows=None):
         # N θ y = −p with p ∈ [0, 1]; the gap is Σ KL(Bernoulli(p) ‖ Bernoulli(σ(−y z))) / N.
         p = jnp.clip(-N * theta * y, 0, 1)
         u = y * z
         kl = xlogy(p, p) + xlogy(1 - p, 1 - p) - p * jax.nn.log_sigmoid(-u) - (1 - p) * jax.nn.log_sigmoid(u)
-        return jnp.sum(jnp.maximum(kl, 0)) / N
+        return row_sum(jnp.maximum(kl, 0), rows) / N
 
-    def bregman(self, z1, z0, y, N):
+    def bregman(self, z1, z0, y, N, rows=None):
         # KL(Bernoulli(σ(−u0)) ‖ Bernoulli(σ(−u1))), u = y z.
         u0, u1 = y * z0, y * z1
         p = jax.nn.sigmoid(-u0)
         kl = p * (jax.nn.log_sigmoid(-u0) - jax.nn.log_sigmoid(-u1)) + (1 - p) * (
             jax.nn.log_sigmoid(u0) - jax.nn.log_sigmoid(u1)
         )
-        return jnp.sum(jnp.maximum(kl, 0)) / N
+        return row_sum(jnp.maximum(kl, 0), rows) / N
 
     def hvp(self, z, dz, y, N):
         s = jax.nn.sigmoid(y * z)
@@ -184,28 +196,28 @@ class CrossEntropy(Loss):
     def normaliser(self, y):
         return y.shape[0]
 
-    def value(self, z, y, N):
-        return jnp.sum(jax.nn.logsumexp(z, axis=1) - jnp.sum(y * z, axis=1)) / N
+    def value(self, z, y, N, rows=None):
+        return row_sum(jax.nn.logsumexp(z, axis=1) - jnp.sum(y * z, axis=1), rows) / N
 
     def grad(self, z, y, N):
         return (jax.nn.softmax(z, axis=1) - y) / N
 
-    def conjugate(self, theta, y, N):
+    def conjugate(self, theta, y, N, rows=None):
         q = N * theta + y  # each row must lie in the simplex
         tol = 10 * jnp.finfo(q.dtype).eps
-        inside = jnp.all(q >= -tol) & jnp.all(jnp.abs(jnp.sum(q, axis=1) - 1) <= tol * q.shape[1])
+        inside = row_all(q >= -tol, rows) & row_all(jnp.abs(jnp.sum(q, axis=1) - 1) <= tol * q.shape[1], rows)
         q = jnp.clip(q, 0, 1)
-        return jnp.where(inside, jnp.sum(xlogy(q, q)) / N, jnp.inf)
+        return jnp.where(inside, row_sum(xlogy(q, q), rows) / N, jnp.inf)
 
-    def fenchel_young_gap(self, z, theta, y, N):
+    def fenchel_young_gap(self, z, theta, y, N, rows=None):
         q = jnp.clip(N * theta + y, 0, 1)
         kl = jnp.sum(xlogy(q, q) - q * jax.nn.log_softmax(z, axis=1), axis=1)
-        return jnp.sum(jnp.maximum(kl, 0)) / N
+        return row_sum(jnp.maximum(kl, 0), rows) / N
 
-    def bregman(self, z1, z0, y, N):
+    def bregman(self, z1, z0, y, N, rows=None):
         logp0 = jax.nn.log_softmax(z0, axis=1)
         kl = jnp.sum(jnp.exp(logp0) * (logp0 - jax.nn.log_softmax(z1, axis=1)), axis=1)
-        return jnp.sum(jnp.maximum(kl, 0)) / N
+        return row_sum(jnp.maximum(kl, 0), rows) / N
 
     def hvp(self, z, dz, y, N):
         p = jax.nn.softmax(z, axis=1)

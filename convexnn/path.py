@@ -22,8 +22,9 @@ from jax.typing import ArrayLike
 
 from . import _validate
 from . import losses as _losses
+from .sharding import RowSharded, check_sharded, replicate, run_sharded
 from .solution import Solution
-from .solvers.gated import gated_core
+from .solvers.gated import gated_core, gated_program
 
 __all__ = ["solve_path", "plot_path", "lam_grid"]
 
@@ -58,11 +59,35 @@ def _path_warm(X, Y, masks, lams, W0, tol, max_iters, loss, polish):
     return jax.tree.map(lambda a: a[inverse], sols)
 
 
+@eqx.filter_jit
+def _path_sharded(data, lams, W0, tol, max_iters, loss, polish, mode):
+    """Either mode on row-sharded data: the vmap or the scan runs inside one `shard_map` program."""
+    N = data.normaliser(loss)
+
+    def local(X, Y, masks, rows, lams, W0, tol, max_iters):
+        def solve(lam, W):
+            return gated_program(X, Y, masks, lam, W, tol, max_iters, loss, polish, rows=rows, N=N)
+
+        if mode == "vmap":
+            return jax.vmap(lambda lam: solve(lam, W0))(lams)
+        order = jnp.argsort(-lams)
+
+        def step(W, lam):
+            sol = solve(lam, W)
+            return sol.weights, sol
+
+        _, sols = lax.scan(step, W0, lams[order])
+        inverse = jnp.argsort(order)
+        return jax.tree.map(lambda a: a[inverse], sols)
+
+    return run_sharded(local, data, lams, W0, tol, max_iters)
+
+
 def solve_path(
-    X: ArrayLike,
-    y: ArrayLike,
-    masks: ArrayLike,
-    lams: ArrayLike,
+    X: ArrayLike | RowSharded,
+    y: ArrayLike | None = None,
+    masks: ArrayLike | None = None,
+    lams: ArrayLike | None = None,
     *,
     model: str = "gated",
     mode: str = "warm",
@@ -74,7 +99,8 @@ def solve_path(
     """Solve the program for every λ in `lams`; each field of the result gains a leading λ axis.
 
     Args:
-        X, y, masks, loss, tol, polish: as in `solve_gated`.
+        X, y, masks, loss, tol, polish: as in `solve_gated` (X may be a `RowSharded` from `shard_rows`, with
+            y and masks left out: the path then runs as one `shard_map` program and is not differentiable).
         lams: 1-D array of λ ≥ 0, in any order (results come back in the same order).
         model: "gated" (the exact ReLU program's path is not available yet).
         mode: "warm" (scan from large to small λ, warm-started) or "vmap" (all λ in lockstep).
@@ -89,13 +115,25 @@ def solve_path(
     if mode not in _MODES:
         raise ValueError(f"mode must be one of {_MODES}; got {mode!r}")
     loss = _losses.get_loss(loss)
-    X, Y, masks, squeeze = _validate.check_data(X, y, masks, loss)
-    lams = _validate.check_lams(lams, X.dtype)
-    tol = _validate.check_positive("tol", tol, X.dtype)
-    max_iters = _validate.check_positive("max_iters", max_iters, X.dtype, integer=True)
-    W0 = jnp.zeros((masks.shape[1], X.shape[1], Y.shape[1]), X.dtype)
-    run = _path_vmap if mode == "vmap" else _path_warm
-    sols = run(X, Y, masks, lams, W0, tol, max_iters, loss, polish)
+    if lams is None:
+        raise ValueError("lams must be given: solve_path(X, y, masks, lams) or solve_path(data, lams=...)")
+    if isinstance(X, RowSharded):
+        check_sharded(X, y, masks, loss)
+        (P, d, c), squeeze, dtype = X.shape, X.squeeze, X.X.dtype
+    else:
+        if y is None or masks is None:
+            raise ValueError("y and masks must be given (or X must be a RowSharded from shard_rows)")
+        X, Y, masks, squeeze = _validate.check_data(X, y, masks, loss)
+        (P, d, c), dtype = (masks.shape[1], X.shape[1], Y.shape[1]), X.dtype
+    lams = _validate.check_lams(lams, dtype)
+    tol = _validate.check_positive("tol", tol, dtype)
+    max_iters = _validate.check_positive("max_iters", max_iters, dtype, integer=True)
+    W0 = jnp.zeros((P, d, c), dtype)
+    if isinstance(X, RowSharded):
+        sols = _path_sharded(X, *replicate(X, (lams, W0, tol, max_iters)), loss, polish, mode)
+    else:
+        run = _path_vmap if mode == "vmap" else _path_warm
+        sols = run(X, Y, masks, lams, W0, tol, max_iters, loss, polish)
     if squeeze:
         sols = eqx.tree_at(lambda s: s.weights, sols, sols.weights[..., 0])
     return sols

@@ -16,6 +16,9 @@ Woodbury combines the two into the CG preconditioner. ρ follows residual balanc
 The two constraints get their own penalties (ρ for u = v, ρ_s for G u = s), each balanced. The
 certificate is the exact program's duality gap at v with cone multipliers Γ = (−ρ_s b)₊.
 
+On row-sharded data u, v, a and the d×d eigendecomposition are replicated and s, b are sharded with the
+rows: each CG step adds one (2P, d, c) block over the shards, the residuals and the certificate add scalars.
+
 The CG is `newton.pcg` rather than lineax's CG: lineax stops on element-wise tests in both the solution
 and the right-hand side spaces, which never pass when entries of either are near zero (inactive blocks).
 """
@@ -30,6 +33,7 @@ from jax import lax
 from jaxtyping import Array, Int, Scalar
 
 from .. import prox
+from .._rows import row_sum, row_total
 from ..solution import RUNNING, Status
 from .newton import pcg
 from .relu_objectives import ReluData, relu_duality_gap, relu_violation
@@ -118,7 +122,7 @@ def solve_relu_admm(
         return data.pullback(jnp.zeros((X.shape[0], h.shape[2]), dtype), h)
 
     # ρ(I + GᵀG) = ρ (I + XᵀX) on every block: one d×d eigendecomposition.
-    evals, Q = jnp.linalg.eigh(jnp.matmul(X.T, X, precision=jax.lax.Precision.HIGHEST))
+    evals, Q = jnp.linalg.eigh(row_total(jnp.matmul(X.T, X, precision=jax.lax.Precision.HIGHEST), data.rows))
     evals = jnp.maximum(evals, 0)
 
     def block_apply(u, rho, rho_s, inverse=False):  # (ρ I + ρ_s XᵀX)^{±1} on every block, u (q, d, c)
@@ -155,14 +159,16 @@ def solve_relu_admm(
     def measure(v, b, rho_s):
         XW = data.products(v)
         z, R = data.split(XW)
-        objective = data.loss.value(z, data.y, N) + lam * prox.group_l1(v)
+        objective = data.loss_value(z) + lam * prox.group_l1(v)
         grad = data.loss.grad(z, data.y, N)
         gamma = jnp.maximum(-rho_s * b, 0)
-        return objective, relu_duality_gap(data, lam, v, z, R, grad, gamma), relu_violation(R, XW)
+        return objective, relu_duality_gap(data, lam, v, z, R, grad, gamma), relu_violation(R, XW, data.rows)
 
     if opts.rho is None:  # the mean curvature of the loss per coordinate, so neither term dominates at first
         masks_f = data.masks.astype(dtype)
-        rho0 = jnp.sum(jnp.sum(X * X, axis=1) * jnp.sum(masks_f, axis=1)) / (N * data.masks.shape[1] * X.shape[1])
+        rho0 = row_sum(jnp.sum(X * X, axis=1) * jnp.sum(masks_f, axis=1), data.rows) / (
+            N * data.masks.shape[1] * X.shape[1]
+        )
         rho0 = jnp.maximum(rho0, jnp.finfo(dtype).tiny)
     else:
         rho0 = jnp.asarray(opts.rho, dtype)
@@ -220,7 +226,9 @@ def solve_relu_admm(
             return grow.astype(dtype)
 
         f_v = factor(jnp.sqrt(jnp.sum(jnp.square(u - v))), rho * jnp.sqrt(jnp.sum(jnp.square(v - st.v))))
-        f_s = factor(jnp.sqrt(jnp.sum(jnp.square(Gu - s))), rho_s * jnp.sqrt(jnp.sum(jnp.square(Gt(s - st.s)))))
+        f_s = factor(
+            jnp.sqrt(row_sum(jnp.square(Gu - s), data.rows)), rho_s * jnp.sqrt(jnp.sum(jnp.square(Gt(s - st.s))))
+        )
         objective, gap, violation = measure(v, b, rho_s)
         finite = jnp.isfinite(objective) & jnp.isfinite(gap) & jnp.all(jnp.isfinite(v))
         done = (violation <= constraint_tol) & (gap <= tol * jnp.maximum(1, jnp.abs(objective)))

@@ -53,9 +53,9 @@ class ALState(NamedTuple):
 def _measure(data: ReluData, lam: Scalar, W: Array, gamma: Array) -> tuple[Scalar, Scalar, Scalar]:
     XW = data.products(W)
     z, R = data.split(XW)
-    objective = data.loss.value(z, data.y, data.N) + lam * prox.group_l1(W)
+    objective = data.loss_value(z) + lam * prox.group_l1(W)
     grad = data.loss.grad(z, data.y, data.N)
-    return objective, relu_duality_gap(data, lam, W, z, R, grad, gamma), relu_violation(R, XW)
+    return objective, relu_duality_gap(data, lam, W, z, R, grad, gamma), relu_violation(R, XW, data.rows)
 
 
 def solve_relu_al(

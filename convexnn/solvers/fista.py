@@ -82,7 +82,7 @@ def init_state(obj: CompositeSmooth, lam: Scalar, W0: Float[Array, "p d c"], ste
     dtype = W0.dtype
     if step0 is None:
         KG = obj.apply(G)
-        curv = jax.tree.reduce(jnp.add, jax.tree.map(_vdot, KG, obj.hvp(img, KG)))
+        curv = obj.image_vdot(KG, obj.hvp(img, KG))
         gg = _vdot(G, G)
         step0 = jnp.where((curv > 0) & (gg > 0), gg / jnp.where(curv > 0, curv, 1), 1.0)
     active = prox.group_norms(W0) > 0

@@ -22,13 +22,14 @@ from jaxtyping import Array, Float, Int, Scalar
 
 from .. import _validate
 from .. import losses as _losses
+from ..sharding import RowSharded, check_sharded, replicate, run_sharded
 from ..solution import RUNNING, Solution, Status
 from .fista import FistaOptions, FistaState, check, evaluate, fista_step, init_state, is_finite, with_status
 from .implicit import gated_solution_vjp
 from .newton import NewtonOptions, newton_polish
 from .objectives import CompositeSmooth, GatedObjective
 
-__all__ = ["solve_gated", "solve_composite", "PolishOptions"]
+__all__ = ["solve_gated", "solve_composite", "gated_program", "gated_sharded", "PolishOptions"]
 
 
 class StallOptions(NamedTuple):
@@ -155,8 +156,10 @@ def solve_composite(
     return out._replace(status=jnp.where(out.status == RUNNING, Status.MAX_ITERS, out.status).astype(jnp.int32))
 
 
-def _gated_forward(X, Y, masks, lam, W0, tol, max_iters, loss, polish) -> Solution:
-    obj = GatedObjective(X=X, masks=masks, y=Y, loss=loss, N=loss.normaliser(Y))
+def gated_program(X, Y, masks, lam, W0, tol, max_iters, loss, polish, rows=None, N=None) -> Solution:
+    """The gated solve on canonical inputs as a `Solution`; with `rows`, on one shard of row-sharded data."""
+    N = loss.normaliser(Y) if N is None else N
+    obj = GatedObjective(X=X, masks=masks, y=Y, loss=loss, N=N, rows=rows)
     s = solve_composite(obj, lam, W0, tol, max_iters, polish=polish)
     return Solution(
         weights=s.W,
@@ -176,11 +179,11 @@ def gated_core(X, Y, masks, lam, W0, tol, max_iters, loss, polish) -> Solution:
     Differentiable in X, Y and λ by implicit differentiation of the optimality conditions
     (`convexnn.solvers.implicit`); the loop itself is never differentiated.
     """
-    return _gated_forward(X, Y, masks, lam, W0, tol, max_iters, loss, polish)
+    return gated_program(X, Y, masks, lam, W0, tol, max_iters, loss, polish)
 
 
 def _gated_core_fwd(X, Y, masks, lam, W0, tol, max_iters, loss, polish):
-    sol = _gated_forward(X, Y, masks, lam, W0, tol, max_iters, loss, polish)
+    sol = gated_program(X, Y, masks, lam, W0, tol, max_iters, loss, polish)
     return sol, (X, Y, masks, lam, sol.weights)
 
 
@@ -194,11 +197,24 @@ gated_core.defvjp(_gated_core_fwd, _gated_core_bwd)
 _solve_gated_jit = eqx.filter_jit(gated_core)
 
 
+def gated_sharded(data: RowSharded, lam, W0, tol, max_iters, loss, polish) -> Solution:
+    """The gated solve on row-sharded data, one `shard_map` program (jit it; not differentiable)."""
+    N = data.normaliser(loss)
+
+    def local(X, Y, masks, rows, lam, W0, tol, max_iters):
+        return gated_program(X, Y, masks, lam, W0, tol, max_iters, loss, polish, rows=rows, N=N)
+
+    return run_sharded(local, data, lam, W0, tol, max_iters)
+
+
+_solve_gated_sharded_jit = eqx.filter_jit(gated_sharded)
+
+
 def solve_gated(
-    X: ArrayLike,
-    y: ArrayLike,
-    masks: ArrayLike,
-    lam: ArrayLike,
+    X: ArrayLike | RowSharded,
+    y: ArrayLike | None = None,
+    masks: ArrayLike | None = None,
+    lam: ArrayLike | None = None,
     *,
     loss: str | _losses.Loss = "squared",
     tol: ArrayLike = 1e-6,
@@ -217,8 +233,13 @@ def solve_gated(
     Inputs are checked here, before tracing (shapes always; values when concrete), so their annotations
     are deliberately loose: a bad input gets a ValueError that names it.
 
+    Data split by rows over devices or processes: pass `shard_rows(mesh, X, y, masks)` as X and leave out y
+    and masks (`solve_gated(data, lam=...)`). The solve is then one `shard_map` program whose only
+    communication is one psum of the (P, d, c) gradient plus scalars per iteration; the Newton polish runs
+    unpreconditioned CG (its sample-space preconditioner is n×n), and the result is not differentiable.
+
     Args:
-        X: data (n, d), float32 or float64.
+        X: data (n, d), float32 or float64; or a `RowSharded` (from `shard_rows`) holding X, y and masks.
         y: targets (n,) or (n, c); for "logistic" labels in {−1, +1}; for "cross_entropy" integer labels
             (n,) or one-hot rows (n, c).
         masks: activation patterns (n, P), bool (see `activation_masks`); used in the order given.
@@ -237,16 +258,28 @@ def solve_gated(
         at the precision of the dtype (float32 certifies less than float64; `gap` says how much).
     """
     loss = _losses.get_loss(loss)
-    X, Y, masks, squeeze = _validate.check_data(X, y, masks, loss)
-    lam = _validate.check_lam(lam, X.dtype)
-    tol = _validate.check_positive("tol", tol, X.dtype)
-    max_iters = _validate.check_positive("max_iters", max_iters, X.dtype, integer=True)
-    P, d, c = masks.shape[1], X.shape[1], Y.shape[1]
-    if init is None:
-        W0 = jnp.zeros((P, d, c), X.dtype)
+    if lam is None:
+        raise ValueError("lam must be given: solve_gated(X, y, masks, lam) or solve_gated(data, lam=...)")
+    if isinstance(X, RowSharded):
+        check_sharded(X, y, masks, loss)
+        (P, d, c), squeeze, dtype = X.shape, X.squeeze, X.X.dtype
     else:
-        W0 = _validate.check_init(init, P, d, c, squeeze, X.dtype)
-    sol = _solve_gated_jit(X, Y, masks, lam, W0, tol, max_iters, loss, polish)
+        if y is None or masks is None:
+            raise ValueError("y and masks must be given (or X must be a RowSharded from shard_rows)")
+        X, Y, masks, squeeze = _validate.check_data(X, y, masks, loss)
+        (P, d, c), dtype = (masks.shape[1], X.shape[1], Y.shape[1]), X.dtype
+    lam = _validate.check_lam(lam, dtype)
+    tol = _validate.check_positive("tol", tol, dtype)
+    max_iters = _validate.check_positive("max_iters", max_iters, dtype, integer=True)
+    if init is None:
+        W0 = jnp.zeros((P, d, c), dtype)
+    else:
+        W0 = _validate.check_init(init, P, d, c, squeeze, dtype)
+    if isinstance(X, RowSharded):
+        args = replicate(X, (lam, W0, tol, max_iters))
+        sol = _solve_gated_sharded_jit(X, *args, loss, polish)
+    else:
+        sol = _solve_gated_jit(X, Y, masks, lam, W0, tol, max_iters, loss, polish)
     if squeeze:
         sol = eqx.tree_at(lambda s: s.weights, sol, sol.weights[..., 0])
     return sol

@@ -4,7 +4,8 @@ The solvers never touch X directly: they ask an objective for the linear image K
 adjoint Kᵀ g (one GEMM) and the outer function F on the image. Because K is linear, images of
 extrapolated points are combinations of images already computed, so an accelerated iteration needs one
 K and one Kᵀ. The same solvers serve the gated program (K = A, F = the loss) and, later, augmented
-Lagrangian subproblems and row-sharded data, which only change the objective.
+Lagrangian subproblems and row-sharded data, which only change the objective: with a `Rows`, the
+adjoint adds its (P, d, c) block over the shards (one psum) and every sum over rows adds the shards' sums.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from jaxtyping import Array, Bool, Float, PyTree, Scalar
 
 from .. import certificates, operators
 from .. import losses as _losses
+from .._rows import Rows, loss_kwargs, row_sum, row_total
 
 __all__ = ["CompositeSmooth", "GatedObjective"]
 
@@ -52,6 +54,10 @@ class CompositeSmooth(eqx.Module):
     def hvp(self, img: Image, dimg: Image) -> Image:
         """∇²F(img) dimg."""
 
+    def image_vdot(self, a: Image, b: Image) -> Scalar:
+        """⟨a, b⟩ in the image space (a sum over rows: objectives of row-sharded data add every shard's)."""
+        return jax.tree.reduce(jnp.add, jax.tree.map(lambda u, v: jnp.sum(u * v), a, b))
+
     def newton_preconditioner(self, img: Image, a: Float[Array, "p c"]):
         """A function v ↦ P⁻¹v for P ≈ Kᵀ∇²F(img)K + diag(1/a) on the groups with a > 0 (identity on the
         others), or None when this objective has no cheap way to apply it."""
@@ -72,6 +78,7 @@ class GatedObjective(CompositeSmooth):
     Attributes:
         X: data (n, d); masks: (n, P) bool; y: targets (n, c) in X's dtype.
         loss: the loss (static); N: the loss normaliser (static; set from the global shape).
+        rows: for one shard of row-sharded data, its real rows and the mesh axis (None: all rows, one device).
     """
 
     X: Float[Array, "n d"]
@@ -79,29 +86,35 @@ class GatedObjective(CompositeSmooth):
     y: Float[Array, "n c"]
     loss: _losses.Loss = eqx.field(static=True)
     N: int = eqx.field(static=True)
+    rows: Rows | None = None
 
     def apply(self, W):
         return operators.gated_forward(self.X, self.masks, W)
 
     def transpose(self, g):
-        return operators.gated_adjoint(self.X, self.masks, g)
+        return row_total(operators.gated_adjoint(self.X, self.masks, g), self.rows)
 
     def value(self, img):
-        return self.loss.value(img, self.y, self.N)
+        return self.loss.value(img, self.y, self.N, **loss_kwargs(self.rows))
 
     def grad(self, img):
         return self.loss.grad(img, self.y, self.N)
 
     def bregman(self, img1, img0):
-        return self.loss.bregman(img1, img0, self.y, self.N)
+        return self.loss.bregman(img1, img0, self.y, self.N, **loss_kwargs(self.rows))
 
     def hvp(self, img, dimg):
         return self.loss.hvp(img, dimg, self.y, self.N)
 
+    def image_vdot(self, a, b):
+        return super().image_vdot(a, b) if self.rows is None else row_sum(a * b, self.rows)
+
     def gap(self, lam, W, img, g, Ktg):
-        return certificates.duality_gap(self.loss, self.y, self.N, lam, W, img, g, Ktg)
+        return certificates.duality_gap(self.loss, self.y, self.N, lam, W, img, g, Ktg, self.rows)
 
     def newton_preconditioner_pays(self, W, kernel_max):
+        if self.rows is not None and self.rows.sharded:
+            return False  # the sample-space kernel is n×n: it would gather every row onto every device
         n, c = self.y.shape
         return n**3 * c <= kernel_max**3
 

@@ -17,6 +17,7 @@ from jax.typing import ArrayLike
 
 from .. import _validate
 from .. import losses as _losses
+from ..sharding import RowSharded, check_sharded, replicate, run_sharded
 from ..solution import Solution
 from .admm import solve_relu_admm
 from .augmented_lagrangian import solve_relu_al
@@ -27,9 +28,7 @@ __all__ = ["solve_relu"]
 _METHODS = ("al", "admm")
 
 
-@eqx.filter_jit
-def _solve_relu_jit(X, Y, masks, lam, W0, tol, constraint_tol, max_iters, loss, method, polish, admm_options):
-    data = ReluData(X=X, masks=masks, y=Y, loss=loss, N=loss.normaliser(Y))
+def _relu_solution(data, lam, W0, tol, constraint_tol, max_iters, method, polish, admm_options) -> Solution:
     if method == "al":
         s = solve_relu_al(data, lam, W0, tol, constraint_tol, max_iters, polish=polish)
         stats = {"outer_steps": s.outer_steps, "rho": s.rho}
@@ -48,11 +47,31 @@ def _solve_relu_jit(X, Y, masks, lam, W0, tol, constraint_tol, max_iters, loss, 
     )
 
 
+@eqx.filter_jit
+def _solve_relu_jit(X, Y, masks, lam, W0, tol, constraint_tol, max_iters, loss, method, polish, admm_options):
+    data = ReluData(X=X, masks=masks, y=Y, loss=loss, N=loss.normaliser(Y))
+    return _relu_solution(data, lam, W0, tol, constraint_tol, max_iters, method, polish, admm_options)
+
+
+def relu_sharded(data, lam, W0, tol, constraint_tol, max_iters, loss, method, polish, admm_options) -> Solution:
+    """The exact ReLU solve on row-sharded data (a `RowSharded`), one `shard_map` program (jit it)."""
+    N = data.normaliser(loss)
+
+    def local(X, Y, masks, rows, lam, W0, tol, constraint_tol, max_iters):
+        shard = ReluData(X=X, masks=masks, y=Y, loss=loss, N=N, rows=rows)
+        return _relu_solution(shard, lam, W0, tol, constraint_tol, max_iters, method, polish, admm_options)
+
+    return run_sharded(local, data, lam, W0, tol, constraint_tol, max_iters)
+
+
+_solve_relu_sharded_jit = eqx.filter_jit(relu_sharded)
+
+
 def solve_relu(
-    X: ArrayLike,
-    y: ArrayLike,
-    masks: ArrayLike,
-    lam: ArrayLike,
+    X: ArrayLike | RowSharded,
+    y: ArrayLike | None = None,
+    masks: ArrayLike | None = None,
+    lam: ArrayLike | None = None,
     *,
     loss: str | _losses.Loss = "squared",
     method: str = "al",
@@ -65,8 +84,11 @@ def solve_relu(
 ) -> Solution:
     """Train a two-layer ReLU network to a certified global optimum (over networks using these patterns).
 
+    Row-sharded data: pass `shard_rows(mesh, X, y, masks)` as X and leave out y and masks, as for
+    `solve_gated`; the AL multipliers and ADMM's slacks stay with their rows, the weights are replicated.
+
     Args:
-        X, y, masks, lam, loss: as in `solve_gated`.
+        X, y, masks, lam, loss: as in `solve_gated` (X may be a `RowSharded`).
         method: "al" (augmented Lagrangian, subproblems by R-FISTA + Newton polish; every loss) or
             "admm" (ADMM with a Nyström-preconditioned CG linear solve; squared loss only).
         tol: stop when the duality gap ≤ tol · max(1, |objective|) ...
@@ -86,23 +108,35 @@ def solve_relu(
     loss = _losses.get_loss(loss)
     if method == "admm" and not isinstance(loss, _losses.Squared):
         raise ValueError(f"method='admm' solves the squared loss only (its u-step is a linear system); got {loss.name}")
-    X, Y, masks, squeeze = _validate.check_data(X, y, masks, loss)
-    lam = _validate.check_lam(lam, X.dtype)
-    tol = _validate.check_positive("tol", tol, X.dtype)
-    constraint_tol = _validate.check_positive("constraint_tol", constraint_tol, X.dtype)
-    max_iters = _validate.check_positive("max_iters", max_iters, X.dtype, integer=True)
-    P, d, c = masks.shape[1], X.shape[1], Y.shape[1]
+    if lam is None:
+        raise ValueError("lam must be given: solve_relu(X, y, masks, lam) or solve_relu(data, lam=...)")
+    if isinstance(X, RowSharded):
+        check_sharded(X, y, masks, loss)
+        (P, d, c), squeeze, dtype = X.shape, X.squeeze, X.X.dtype
+    else:
+        if y is None or masks is None:
+            raise ValueError("y and masks must be given (or X must be a RowSharded from shard_rows)")
+        X, Y, masks, squeeze = _validate.check_data(X, y, masks, loss)
+        (P, d, c), dtype = (masks.shape[1], X.shape[1], Y.shape[1]), X.dtype
+    lam = _validate.check_lam(lam, dtype)
+    tol = _validate.check_positive("tol", tol, dtype)
+    constraint_tol = _validate.check_positive("constraint_tol", constraint_tol, dtype)
+    max_iters = _validate.check_positive("max_iters", max_iters, dtype, integer=True)
     if init is None:
-        W0 = jnp.zeros((2 * P, d, c), X.dtype)
+        W0 = jnp.zeros((2 * P, d, c), dtype)
     else:
         if not (isinstance(init, tuple) and len(init) == 2):
             raise ValueError("init must be a pair (U, V)")
-        W0 = stack(*(_validate.check_init(w, P, d, c, squeeze, X.dtype) for w in init))
+        W0 = stack(*(_validate.check_init(w, P, d, c, squeeze, dtype) for w in init))
     if method == "admm" and admm_options is None:
         from .admm import ADMMOptions
 
         admm_options = ADMMOptions()
-    sol = _solve_relu_jit(X, Y, masks, lam, W0, tol, constraint_tol, max_iters, loss, method, polish, admm_options)
+    if isinstance(X, RowSharded):
+        args = replicate(X, (lam, W0, tol, constraint_tol, max_iters))
+        sol = _solve_relu_sharded_jit(X, *args, loss, method, polish, admm_options)
+    else:
+        sol = _solve_relu_jit(X, Y, masks, lam, W0, tol, constraint_tol, max_iters, loss, method, polish, admm_options)
     if squeeze:
         sol = eqx.tree_at(lambda s: s.weights, sol, tuple(w[..., 0] for w in sol.weights))
     return sol

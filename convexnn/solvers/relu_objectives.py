@@ -20,6 +20,7 @@ from jaxtyping import Array, Bool, Float, Scalar
 
 from .. import losses as _losses
 from .. import operators, prox
+from .._rows import Rows, loss_kwargs, row_max, row_sum, row_total
 from .objectives import CompositeSmooth
 
 __all__ = ["ReluData", "AugmentedLagrangianObjective", "relu_duality_gap", "relu_violation", "stack", "unstack"]
@@ -36,13 +37,21 @@ def unstack(W: Array) -> tuple[Array, Array]:
 
 
 class ReluData(eqx.Module):
-    """X, targets and masks of an exact ReLU problem, with the linear maps on stacked weights."""
+    """X, targets and masks of an exact ReLU problem, with the linear maps on stacked weights.
+
+    `rows`: for one shard of row-sharded data, its real rows and the mesh axis (None: all rows, one device).
+    """
 
     X: Float[Array, "n d"]
     masks: Bool[Array, "n p"]
     y: Float[Array, "n c"]
     loss: _losses.Loss = eqx.field(static=True)
     N: int = eqx.field(static=True)
+    rows: Rows | None = None
+
+    def loss_value(self, z: Float[Array, "n c"]) -> Scalar:
+        """L(z) over every real row."""
+        return self.loss.value(z, self.y, self.N, **loss_kwargs(self.rows))
 
     def products(self, W: Float[Array, "q d c"]) -> Float[Array, "n q c"]:
         """X W for every block of the stacked weights (one GEMM)."""
@@ -65,13 +74,13 @@ class ReluData(eqx.Module):
         sign = jnp.concatenate([jnp.ones((P,), gz.dtype), -jnp.ones((P,), gz.dtype)])[None, :, None]
         zero = jnp.zeros((), gz.dtype)
         G = jnp.where(m2, sign * gz[:, None, :], zero) + jnp.where(m2, gR, -gR)
-        return jnp.einsum("nqc,nd->qdc", G, self.X, precision=operators.PRECISION)
+        return row_total(jnp.einsum("nqc,nd->qdc", G, self.X, precision=operators.PRECISION), self.rows)
 
 
-def relu_violation(R: Float[Array, "n q c"], XW: Float[Array, "n q c"]) -> Scalar:
+def relu_violation(R: Float[Array, "n q c"], XW: Float[Array, "n q c"], rows: Rows | None = None) -> Scalar:
     """max_{i,j} (−s_ij (X w_i)_j)₊ / max |X W|: the constraint violation relative to the scale of X u."""
-    scale = jnp.max(jnp.abs(XW))
-    worst = jnp.max(jnp.maximum(-R, 0))
+    scale = row_max(jnp.abs(XW), rows)
+    worst = row_max(jnp.maximum(-R, 0), rows)
     return jnp.where(scale > 0, worst / jnp.where(scale > 0, scale, 1), 0)
 
 
@@ -88,9 +97,9 @@ def relu_duality_gap(data: ReluData, lam: Scalar, W: Array, z: Array, R: Array, 
     H = data.pullback(grad, -gamma)
     top = jnp.max(prox.group_norms(H))
     s = jnp.where(top > lam, lam / jnp.where(top > 0, top, 1), jnp.ones((), H.dtype))
-    fy = data.loss.fenchel_young_gap(z, s * grad, data.y, data.N)
+    fy = data.loss.fenchel_young_gap(z, s * grad, data.y, data.N, **loss_kwargs(data.rows))
     groups = jnp.sum(jnp.maximum(lam * prox.group_norms(W) + s * jnp.sum(H * W, axis=1), 0))
-    return fy + groups + s * jnp.sum(gamma * R)
+    return fy + groups + s * row_sum(gamma * R, data.rows)
 
 
 class AugmentedLagrangianObjective(CompositeSmooth):
@@ -116,7 +125,7 @@ class AugmentedLagrangianObjective(CompositeSmooth):
     def value(self, img):
         z, R = img
         t = jnp.maximum(self._slack(R), 0)
-        return self.data.loss.value(z, self.data.y, self.data.N) + 0.5 * self.rho * jnp.sum(t * t)
+        return self.data.loss_value(z) + 0.5 * self.rho * row_sum(t * t, self.data.rows)
 
     def grad(self, img):
         z, R = img
@@ -127,13 +136,18 @@ class AugmentedLagrangianObjective(CompositeSmooth):
         t1, t0 = self._slack(R1), self._slack(R0)
         # (ρ/2)[(t1)₊² − (t0)₊² − 2 (t0)₊ (t1 − t0)] ≥ 0, entry by entry.
         p1, p0 = jnp.maximum(t1, 0), jnp.maximum(t0, 0)
-        hinge = 0.5 * self.rho * jnp.sum(jnp.maximum(p1 * p1 - p0 * p0 - 2 * p0 * (t1 - t0), 0))
-        return self.data.loss.bregman(z1, z0, self.data.y, self.data.N) + hinge
+        hinge = 0.5 * self.rho * row_sum(jnp.maximum(p1 * p1 - p0 * p0 - 2 * p0 * (t1 - t0), 0), self.data.rows)
+        return self.data.loss.bregman(z1, z0, self.data.y, self.data.N, **loss_kwargs(self.data.rows)) + hinge
 
     def hvp(self, img, dimg):
         (z, R), (dz, dR) = img, dimg
         active = self._slack(R) > 0
         return self.data.loss.hvp(z, dz, self.data.y, self.data.N), jnp.where(active, self.rho * dR, 0)
+
+    def image_vdot(self, a, b):
+        if self.data.rows is None:
+            return super().image_vdot(a, b)
+        return sum(row_sum(u * v, self.data.rows) for u, v in zip(a, b, strict=True))
 
     def newton_preconditioner_pays(self, W, kernel_max):
         return True  # d×d blocks: cheap next to the CG iterations they save
@@ -145,6 +159,7 @@ class AugmentedLagrangianObjective(CompositeSmooth):
 
         the penalty's exact (block-diagonal) Hessian plus the diagonal blocks of the loss's and the
         isotropic majorant of the norm's. The penalty dominates as ρ grows, which is when CG needs help.
+        On row-sharded data the (q, c, d, d) blocks are added over the shards: one psum per Newton step.
         """
         z, R = img
         X = self.data.X
@@ -154,7 +169,7 @@ class AugmentedLagrangianObjective(CompositeSmooth):
         h = self.data.loss.hessian_diagonal(z, self.data.y, self.data.N)  # (n, c)
         active = (self._slack(R) > 0).astype(dtype)  # (n, q, c)
         weight = self.rho * active + m2[:, :, None] * h[:, None, :]  # (n, q, c)
-        B = jnp.einsum("nqc,nd,ne->qcde", weight, X, X, precision=operators.PRECISION)
+        B = row_total(jnp.einsum("nqc,nd,ne->qcde", weight, X, X, precision=operators.PRECISION), self.data.rows)
         d = X.shape[1]
         on = a > 0
         inv_a = jnp.where(on, 1 / jnp.where(on, a, 1), 1)
@@ -175,11 +190,12 @@ class AugmentedLagrangianObjective(CompositeSmooth):
         (z, R), (gz, gR) = img, g
         top = jnp.max(prox.group_norms(Ktg))
         s = jnp.where(top > lam, lam / jnp.where(top > 0, top, 1), jnp.ones((), Ktg.dtype))
-        fy = self.data.loss.fenchel_young_gap(z, s * gz, self.data.y, self.data.N)
+        rows = self.data.rows
+        fy = self.data.loss.fenchel_young_gap(z, s * gz, self.data.y, self.data.N, **loss_kwargs(rows))
         t = self._slack(R)
         theta = s * gR  # ≤ 0
-        fy_pen = jnp.sum(jnp.square(self.rho * jnp.maximum(t, 0) + theta)) / (2 * self.rho) + jnp.sum(
-            theta * jnp.minimum(t, 0)
+        fy_pen = row_sum(jnp.square(self.rho * jnp.maximum(t, 0) + theta), rows) / (2 * self.rho) + row_sum(
+            theta * jnp.minimum(t, 0), rows
         )
         groups = jnp.sum(jnp.maximum(lam * prox.group_norms(W) + s * jnp.sum(Ktg * W, axis=1), 0))
         return fy + fy_pen + groups
