@@ -127,21 +127,30 @@ class GatedObjective(CompositeSmooth):
         factorizations of n×n matrices, worth it for small n. For losses acting entry by entry P ⪰ H
         and differs from it by rank |S|, so PCG converges in a few steps; for cross-entropy the
         coupling between outputs is left out of P.
+
+        The formula subtracts two nearly equal terms in the stiff directions (relative error ~ eps · cond),
+        which in float32 can make P⁻¹ indefinite and stall the polish; it is therefore built and applied in
+        float64 whenever JAX has float64 enabled (`jax_enable_x64`), whatever the data's dtype: n×n work,
+        small next to the CG iterations it saves.
         """
         n, c = self.y.shape
         dtype = self.X.dtype
-        M = self.masks.astype(dtype)
-        XX = jnp.matmul(self.X, self.X.T, precision=operators.PRECISION)
+        work = jnp.float64 if jax.config.jax_enable_x64 else dtype
+        X = self.X.astype(work)
+        M = self.masks.astype(work)
+        a = a.astype(work)
+        XX = jnp.matmul(X, X.T, precision=operators.PRECISION)
         T = XX[None] * jnp.einsum("np,pc,mp->cnm", M, a, M, precision=operators.PRECISION)
-        f = jnp.sqrt(self.loss.hessian_diagonal(img, self.y, self.N)).T  # (c, n)
-        L = jnp.linalg.cholesky(jnp.eye(n, dtype=dtype)[None] + f[:, :, None] * T * f[:, None, :])
+        f = jnp.sqrt(self.loss.hessian_diagonal(img, self.y, self.N)).T.astype(work)  # (c, n)
+        L = jnp.linalg.cholesky(jnp.eye(n, dtype=work)[None] + f[:, :, None] * T * f[:, None, :])
         cho = jax.vmap(lambda Lk, tk: jax.scipy.linalg.cho_solve((Lk, True), tk))
         active = (a > 0)[:, None, :]
         a3 = a[:, None, :]
 
         def apply(v):
-            av = a3 * v
-            q = f * cho(L, f * self.apply(av).T)  # (c, n)
-            return jnp.where(active, av - a3 * self.transpose(q.T), v)
+            av = a3 * v.astype(work)
+            q = f * cho(L, f * operators.gated_forward(X, self.masks, av).T)  # (c, n)
+            out = av - a3 * operators.gated_adjoint(X, self.masks, q.T)
+            return jnp.where(active, out, v.astype(work)).astype(dtype)
 
         return apply
