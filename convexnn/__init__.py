@@ -1,5 +1,6 @@
 """convexnn: two-layer ReLU networks trained to global optimality through their convex reformulation."""
 
+from . import baselines as baselines
 from . import certificates as certificates
 from . import losses as losses
 from . import operators as operators
@@ -7,6 +8,7 @@ from . import path as path
 from . import patterns as patterns
 from . import prox as prox
 from . import sharding as sharding
+from .baselines import train_network as train_network
 from .certificates import lam_max as lam_max
 from .cones import ConeDecomposition as ConeDecomposition
 from .cones import cone_decompose as cone_decompose

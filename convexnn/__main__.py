@@ -1,24 +1,32 @@
-"""Demo: train a two-layer (gated) ReLU network to a certified optimum on a real dataset.
+"""Demo: train a two-layer ReLU network to a certified optimum, and Adam on the same objective for the same time.
 
     python -m convexnn                       # digits, 10 classes, squared loss on one-hot targets
     python -m convexnn --dataset diabetes    # regression
     python -m convexnn --loss cross_entropy --lam 1e-3 --gates 64
+    python -m convexnn --dataset diabetes --model relu --gates 32   # exact ReLU program (slower)
 
-The datasets ship with scikit-learn (no downloads).
+Both routes minimise L(f(X), y) + (λ/2)(‖W1‖² + ‖w2‖²) of a two-layer network: the convex one through
+its convex reformulation, with a duality gap that certifies how far from optimal it is; the non-convex one
+by Adam from a random start, given the wall time the convex solve took. A table compares them and a PNG
+plots objective against time. The datasets ship with scikit-learn (no downloads).
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
-from . import losses, operators, patterns, prox
+from . import baselines, losses, patterns
+from .networks import to_network
 from .solution import Status
 from .solvers.gated import solve_gated
+from .solvers.relu import solve_relu
 
 
 def _load(name: str, seed: int):
@@ -46,13 +54,174 @@ def _load(name: str, seed: int):
     return prep(Xtr), prep(Xte), ytr, yte
 
 
+class _Progress:
+    """A tqdm bar when tqdm is installed, else one line per update on stderr."""
+
+    def __init__(self, total: int, desc: str):
+        try:
+            from tqdm import tqdm
+        except ImportError:  # pragma: no cover - exercised only without the extra
+            self.bar = None
+        else:
+            self.bar = tqdm(total=total, desc=desc, unit="it", file=sys.stderr, dynamic_ncols=True, leave=True)
+        self.desc = desc
+
+    def update(self, iterations: int, objective: float, gap: float) -> None:
+        """Advance by `iterations`; show the objective and the gap (an upper bound on objective − optimum)."""
+        if self.bar is None:
+            print(f"{self.desc}: objective {objective:.8g}, gap {gap:.3g}", file=sys.stderr)
+            return
+        post = {"objective": f"{objective:.6g}"}
+        if np.isfinite(gap):
+            post["gap"] = f"{gap:.2e}"
+        self.bar.set_postfix(post, refresh=False)
+        self.bar.update(iterations)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _solve_convex(args, X, Y, masks, lam, loss, dtype):
+    """Solve in chunks of `args.chunk` iterations, warm-started, to report progress between them.
+
+    Returns the solution, its compile time and solve time, and the trace [(seconds, objective, gap)].
+    """
+    P, d = masks.shape[1], X.shape[1]
+    shape = (P, d) if Y.ndim == 1 else (P, d, Y.shape[1])
+    zero = jnp.zeros(shape, dtype)
+    if args.model == "gated":
+        chunk = args.chunk
+
+        def solve(init, max_iters):
+            return solve_gated(X, Y, masks, lam, loss=loss, tol=args.tol, max_iters=max_iters, init=init)
+
+        init = zero
+    else:
+        # The augmented Lagrangian's multipliers do not survive a warm start: solve in one call.
+        chunk = args.max_iters
+
+        def solve(init, max_iters):
+            return solve_relu(X, Y, masks, lam, loss=loss, tol=args.tol, max_iters=max_iters, init=init)
+
+        init = (zero, zero)
+    t0 = time.perf_counter()
+    jax.block_until_ready(solve(init, 1))  # compile (max_iters is an array: no recompilation below)
+    compile_time = time.perf_counter() - t0
+
+    bar = _Progress(args.max_iters, f"convex ({args.model})")
+    trace, used, elapsed = [], 0, 0.0
+    while True:
+        t0 = time.perf_counter()
+        sol = jax.block_until_ready(solve(init, min(chunk, args.max_iters - used)))
+        elapsed += time.perf_counter() - t0
+        used += int(sol.iterations)
+        trace.append((elapsed, float(sol.objective), float(sol.gap)))
+        bar.update(int(sol.iterations), float(sol.objective), float(sol.gap))
+        if int(sol.status) != Status.MAX_ITERS or used >= args.max_iters:
+            break
+        init = sol.weights
+    bar.close()
+    return sol, used, compile_time, elapsed, trace
+
+
+def _train_adam(args, X, Y, lam, loss, structure, budget, lower):
+    """Adam on the same objective from a He initialisation, in chunks of steps until `budget` seconds.
+
+    `structure` = (width, gates, w2_mask) of the network; `lower` a certified lower bound of its objective
+    (or None), to show how far above the optimum Adam still is.
+    """
+    width, gates, w2_mask = structure
+    optimizer = optax.adam(args.adam_lr)
+    key = jax.random.key(args.seed + 1)
+    steps = args.adam_chunk
+
+    def train(init, state):
+        return baselines.train_network(
+            X,
+            Y,
+            width,
+            lam,
+            optimizer=optimizer,
+            steps=steps,
+            key=key,
+            loss=loss,
+            gates=gates,
+            w2_mask=w2_mask,
+            init=init,
+            opt_state=state,
+        )
+
+    t0 = time.perf_counter()
+    jax.block_until_ready(train(None, None))
+    compile_time = time.perf_counter() - t0
+
+    bar = _Progress(0, "Adam (non-convex)")
+    net, state, trace, elapsed, total = None, None, [], 0.0, 0
+    while elapsed < budget or net is None:
+        t0 = time.perf_counter()
+        out = train(net, state)
+        jax.block_until_ready(out)
+        spent = time.perf_counter() - t0
+        values = np.asarray(out.objective)
+        times = elapsed + spent * (np.arange(1, steps + 1) / steps)  # steps cost the same: spread evenly
+        trace.extend(zip(times.tolist(), values.tolist(), strict=True))
+        elapsed += spent
+        total += steps
+        net, state = out.network, out.opt_state
+        objective = float(out.final_objective)
+        bar.update(steps, objective, float("nan") if lower is None else objective - lower)
+    bar.close()
+    trace.append((elapsed, float(out.final_objective)))
+    return net, float(out.final_objective), total, compile_time, elapsed, trace
+
+
+def _plot(path: str, convex_trace, adam_trace, title: str, model: str, adam_label: str) -> bool:
+    """Objective against time (left) and its excess over the convex route's certified lower bound (right)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:  # pragma: no cover - exercised only without the extra
+        print("(matplotlib is not installed: no plot; pip install 'convexnn[demo]')", file=sys.stderr)
+        return False
+    t_c, obj_c, gap_c = (np.asarray(a) for a in zip(*convex_trace, strict=True))
+    t_a, obj_a = (np.asarray(a) for a in zip(*adam_trace, strict=True))
+    low = obj_c[-1] - gap_c[-1]  # p* ≥ low: certified by the final dual point
+    fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(11, 4.2), constrained_layout=True)
+    ax0.plot(t_a, obj_a, "-", color="tab:orange", lw=0.8, label=adam_label)
+    ax0.plot(t_c, obj_c, "o-", color="tab:blue", label=f"convex ({model})")
+    ax0.axhline(low, color="k", ls=":", lw=1, label="certified lower bound on the optimum")
+    top = max(obj_c[0], obj_a[len(obj_a) // 10])
+    ax0.set_ylim(low - 0.05 * (top - low), top + 0.05 * (top - low))
+    ax0.set(xlabel="time (s, compiled)", ylabel="objective  L + (λ/2)(‖W1‖² + ‖w2‖²)", title=title)
+    ax0.legend()
+    floor = max(gap_c[-1], 1e-12)
+    ax1.semilogy(t_a, np.maximum(obj_a - low, floor / 10), "-", color="tab:orange", lw=0.8, label=adam_label)
+    ax1.semilogy(t_c, np.maximum(obj_c - low, floor / 10), "o-", color="tab:blue", label=f"convex ({model})")
+    ax1.semilogy(t_c, gap_c, "v--", color="tab:blue", alpha=0.6, label="convex: duality gap")
+    ax1.set(xlabel="time (s, compiled)", ylabel="objective − certified lower bound", title="distance to the optimum")
+    ax1.legend()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m convexnn", description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", default="digits", choices=["digits", "diabetes"])
+    parser.add_argument("--model", default="gated", choices=["gated", "relu"], help="convex program (default gated)")
     parser.add_argument("--loss", default=None, choices=["squared", "cross_entropy"], help="default: squared")
     parser.add_argument("--lam", type=float, default=None, help="λ (default 1e-3 digits, 1e-2 diabetes)")
     parser.add_argument("--gates", type=int, default=100, help="number of sampled gates P")
     parser.add_argument("--tol", type=float, default=1e-6)
+    parser.add_argument("--max-iters", type=int, default=10_000, help="iteration budget of the convex solver")
+    parser.add_argument("--chunk", type=int, default=100, help="convex iterations between progress updates")
+    parser.add_argument("--adam-lr", type=float, default=3e-3, help="Adam's learning rate")
+    parser.add_argument("--adam-chunk", type=int, default=100, help="Adam steps between progress updates")
+    parser.add_argument("--no-baseline", action="store_true", help="skip the Adam baseline")
+    parser.add_argument("--plot", default="convexnn_demo.png", help="PNG of objective vs time ('' for none)")
     parser.add_argument("--float64", action="store_true", help="solve in float64 (default float32)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
@@ -78,41 +247,78 @@ def main(argv: list[str] | None = None) -> None:
     Xtr_j, Xte_j = jnp.asarray(Xtr, dtype), jnp.asarray(Xte, dtype)
     gates = patterns.sample_gates(jax.random.key(args.seed), Xtr.shape[1], args.gates, dtype=dtype)
     masks_tr = patterns.activation_masks(Xtr_j, gates)
-    masks_te = patterns.activation_masks(Xte_j, gates)
 
     print(
         f"convexnn demo: {args.dataset}, n={Xtr.shape[0]} train / {Xte.shape[0]} test, d={Xtr.shape[1]}, "
-        f"P={args.gates} gates, loss={loss.name}, λ={lam:g}, {jnp.dtype(dtype).name}, device={jax.devices()[0]}"
+        f"P={args.gates} gates, model={args.model}, loss={loss.name}, λ={lam:g}, {jnp.dtype(dtype).name}, "
+        f"device={jax.devices()[0]}"
     )
-    t0 = time.perf_counter()
-    sol = jax.block_until_ready(solve_gated(Xtr_j, ytr_fit, masks_tr, lam, loss=loss, tol=args.tol))
-    first = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    sol = jax.block_until_ready(solve_gated(Xtr_j, ytr_fit, masks_tr, lam, loss=loss, tol=args.tol))
-    warm = time.perf_counter() - t0
+    sol, iterations, compile_time, solve_time, trace = _solve_convex(args, Xtr_j, ytr_fit, masks_tr, lam, loss, dtype)
+    net = to_network(sol, gates if args.model == "gated" else None)
+    neurons = int(jnp.sum(jnp.any(net.W1 != 0, axis=0) & jnp.any(net.w2 != 0, axis=1)))
 
-    W = sol.weights if sol.weights.ndim == 3 else sol.weights[..., None]
-    pred_tr = operators.gated_forward(Xtr_j, masks_tr, W)
-    pred_te = operators.gated_forward(Xte_j, masks_te, W)
     classify_with_squares = args.dataset == "digits" and isinstance(loss, losses.Squared)
     metric = losses.CrossEntropy().metric if classify_with_squares else loss.metric
     name = "MSE (standardized y)" if args.dataset == "diabetes" else "accuracy"
-    neurons = int(jnp.sum(jnp.any(prox.group_norms(W) > 0, axis=-1)))
-    rows = [
-        ("status", Status(int(sol.status)).name.lower()),
-        ("objective", f"{float(sol.objective):.8g}"),
-        ("duality gap (certified)", f"{float(sol.gap):.3g}"),
-        ("relative gap", f"{float(sol.gap) / max(1.0, abs(float(sol.objective))):.3g}"),
-        ("iterations", f"{int(sol.iterations)}"),
-        (f"train {name}", f"{float(metric(pred_tr, jnp.asarray(Ytr, dtype))):.4f}"),
-        (f"test {name}", f"{float(metric(pred_te, jnp.asarray(Yte, dtype))):.4f}"),
-        ("neurons used", f"{neurons} of {args.gates}"),
-        ("time (with compile)", f"{first:.2f} s"),
-        ("time (compiled)", f"{warm:.3f} s"),
-    ]
-    width = max(len(k) for k, _ in rows)
-    for key, value in rows:
-        print(f"  {key:<{width}}  {value}")
+
+    def score(network, X, Y):
+        pred = network(X)
+        pred = pred[:, None] if pred.ndim == 1 else pred
+        return f"{float(metric(pred, jnp.asarray(Y, dtype))):.4f}"
+
+    convex = {
+        "status": Status(int(sol.status)).name.lower(),
+        "objective": f"{float(sol.objective):.8g}",
+        "duality gap (certified)": f"{float(sol.gap):.3g}",
+        "relative gap": f"{float(sol.gap) / max(1.0, abs(float(sol.objective))):.3g}",
+        "iterations / steps": f"{iterations}",
+        f"train {name}": score(net, Xtr_j, Ytr),
+        f"test {name}": score(net, Xte_j, Yte),
+        "neurons used": f"{neurons} of {net.width}",
+        "time (with compile)": f"{compile_time + solve_time:.2f} s",
+        "time (compiled)": f"{solve_time:.3f} s",
+    }
+    columns = {f"convex ({args.model})": convex}
+    if not args.no_baseline:
+        if args.model == "gated":
+            # The same network: neuron (i, k) has gate g_i and feeds output k. Its global minimum is the
+            # convex optimum, so objective − (convex objective − gap) bounds Adam's distance to it.
+            c = net.w2.shape[1]
+            structure = (net.width, net.gates, np.tile(np.eye(c, dtype=bool), (args.gates, 1)))
+            lower, head = float(sol.objective) - float(sol.gap), "Adam (same gated net)"
+        else:
+            structure, lower, head = (max(neurons, 1), None, None), None, "Adam (ReLU net)"
+        width = structure[0]
+        adam_net, adam_obj, steps, adam_compile, adam_time, adam_trace = _train_adam(
+            args, Xtr_j, ytr_fit, lam, loss, structure, solve_time, lower
+        )
+        adam_used = int(jnp.sum(jnp.any(adam_net.W1 != 0, axis=0) & jnp.any(adam_net.w2 != 0, axis=1)))
+        bound = "—" if lower is None else f"{adam_obj - lower:.3g}"
+        columns[head] = {
+            "status": "time budget",
+            "objective": f"{adam_obj:.8g}",
+            "duality gap (certified)": bound,
+            "relative gap": "—" if lower is None else f"{(adam_obj - lower) / max(1.0, abs(adam_obj)):.3g}",
+            "iterations / steps": f"{steps}",
+            f"train {name}": score(adam_net, Xtr_j, Ytr),
+            f"test {name}": score(adam_net, Xte_j, Yte),
+            "neurons used": f"{adam_used} of {width}",
+            "time (with compile)": f"{adam_compile + adam_time:.2f} s",
+            "time (compiled)": f"{adam_time:.3f} s",
+        }
+        if args.plot:
+            title = f"{args.dataset}: λ = {lam:g}, P = {args.gates}"
+            if _plot(args.plot, trace, adam_trace, title, args.model, head):
+                print(f"plot of objective vs time: {args.plot}")
+
+    keys = list(convex)
+    key_width = max(len(k) for k in keys)
+    widths = [max(len(head), *(len(col[k]) for k in keys)) for head, col in columns.items()]
+    header = "  ".join(f"{head:<{w}}" for head, w in zip(columns, widths, strict=True))
+    print(f"  {'':<{key_width}}  {header}")
+    for k in keys:
+        cells = "  ".join(f"{col[k]:<{w}}" for col, w in zip(columns.values(), widths, strict=True))
+        print(f"  {k:<{key_width}}  {cells}")
 
 
 if __name__ == "__main__":

@@ -25,13 +25,23 @@ def test_tune_lambda_lowers_the_validation_loss(capsys):
     assert losses[-1] < losses[0]
 
 
-def test_demo_prints_a_certified_table(capsys):
+def test_demo_prints_a_certified_table_and_plots(capsys, tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
     from convexnn.__main__ import main
 
-    main(["--dataset", "diabetes", "--gates", "16", "--tol", "1e-4"])
+    png = tmp_path / "demo.png"
+    main(["--dataset", "diabetes", "--gates", "16", "--tol", "1e-4", "--plot", str(png)])
     out = capsys.readouterr().out
     assert "status" in out and "converged" in out
     assert "duality gap (certified)" in out
+    assert "Adam (same gated net)" in out
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    rows = {line.split()[0]: line.split()[1:] for line in out.splitlines() if line.startswith("  objective")}
+    convex, adam = (float(v) for v in rows["objective"][:2])
+    gap = float(next(line.split()[3] for line in out.splitlines() if "duality gap (certified)" in line))
+    assert adam >= convex - gap  # the same network: Adam cannot beat the certified optimum
 
 
 @pytest.mark.parametrize("name", ["tune_lambda"])
