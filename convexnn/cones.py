@@ -79,19 +79,28 @@ def _block_qp(X: Array, s: Array, w: Array, iterations: int) -> Array:
 
 
 def cone_decompose(
-    solution: Solution | Float[Array, "p d *c"], X: ArrayLike, masks: ArrayLike, *, iterations: int = 40
+    solution: Solution | Float[Array, "p d *c"],
+    X: ArrayLike,
+    masks: ArrayLike | None = None,
+    *,
+    iterations: int = 40,
 ) -> ConeDecomposition:
     """Split each gated block w_i into u_i − v_i with u_i, v_i in the cone of pattern i.
 
     Args:
         solution: a gated `Solution` (or its weights (P, d) / (P, d, c)).
-        X: the data (n, d) it was solved on; masks: its activation patterns (n, P).
+        X: the data (n, d) it was solved on; masks: its activation patterns (n, P), by default the ones
+            `solve_gated` recorded in `solution.stats["masks"]`.
         iterations: interior-point iterations per block (40 reaches ~1e-10 relative in float64).
 
     Returns:
         a `ConeDecomposition`: feasible (U, V) with the same training predictions as W, the penalty
         before and after, their ratio and the remaining relative violation.
     """
+    if masks is None:
+        masks = solution.stats.get("masks") if isinstance(solution, Solution) else None
+        if masks is None:
+            raise ValueError("masks must be given (only a Solution from solve_gated records its masks)")
     W = solution.weights if isinstance(solution, Solution) else solution
     W = jnp.asarray(W)
     if isinstance(W, tuple):

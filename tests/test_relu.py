@@ -104,6 +104,11 @@ def test_cone_decomposition_is_feasible_with_the_same_predictions():
     )
     assert float(dec.growth) >= 1.0
     np.testing.assert_allclose(float(dec.penalty_gated), float(cn.prox.group_l1(gated.weights)), rtol=1e-12)
+    # The public two-argument form takes the masks solve_gated recorded.
+    again = cn.cone_decompose(gated, p.X)
+    np.testing.assert_array_equal(np.asarray(again.weights[0]), np.asarray(U))
+    with pytest.raises(ValueError, match="masks must be given"):
+        cn.cone_decompose(gated.weights, p.X)
     # The decomposed point is feasible for the exact program, so it cannot beat its optimum.
     relu_value = float(gated.objective) - 1e-2 * float(dec.penalty_gated) + 1e-2 * float(dec.penalty_relu)
     assert relu_value >= reference("teacher", 1e-2) * (1 - 1e-9)

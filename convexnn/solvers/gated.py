@@ -280,6 +280,9 @@ def solve_gated(
         sol = _solve_gated_sharded_jit(X, *args, loss, polish)
     else:
         sol = _solve_gated_jit(X, Y, masks, lam, W0, tol, max_iters, loss, polish)
+        # The patterns travel with the solution (the same buffer, no copy outside jit), so that
+        # `cone_decompose(solution, X)` knows them.
+        sol = eqx.tree_at(lambda s: s.stats, sol, {**sol.stats, "masks": masks})
     if squeeze:
         sol = eqx.tree_at(lambda s: s.weights, sol, sol.weights[..., 0])
     return sol
