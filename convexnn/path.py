@@ -22,7 +22,7 @@ from jax.typing import ArrayLike
 
 from . import _validate
 from . import losses as _losses
-from .sharding import RowSharded, check_sharded, replicate, run_sharded
+from .sharding import RowSharded, check_problem, replicate, run_sharded
 from .solution import Solution
 from .solvers.gated import gated_core, gated_program
 
@@ -117,14 +117,7 @@ def solve_path(
     loss = _losses.get_loss(loss)
     if lams is None:
         raise ValueError("lams must be given: solve_path(X, y, masks, lams) or solve_path(data, lams=...)")
-    if isinstance(X, RowSharded):
-        check_sharded(X, y, masks, loss)
-        (P, d, c), squeeze, dtype = X.shape, X.squeeze, X.X.dtype
-    else:
-        if y is None or masks is None:
-            raise ValueError("y and masks must be given (or X must be a RowSharded from shard_rows)")
-        X, Y, masks, squeeze = _validate.check_data(X, y, masks, loss)
-        (P, d, c), dtype = (masks.shape[1], X.shape[1], Y.shape[1]), X.dtype
+    X, Y, masks, (P, d, c), squeeze, dtype = check_problem(X, y, masks, loss)
     lams = _validate.check_lams(lams, dtype)
     tol = _validate.check_positive("tol", tol, dtype)
     max_iters = _validate.check_positive("max_iters", max_iters, dtype, integer=True)

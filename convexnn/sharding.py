@@ -30,7 +30,7 @@ from . import _validate
 from . import losses as _losses
 from ._rows import Rows
 
-__all__ = ["RowSharded", "shard_rows", "run_sharded", "check_sharded", "replicate"]
+__all__ = ["RowSharded", "shard_rows", "run_sharded", "check_sharded", "check_problem", "replicate"]
 
 
 class RowSharded(eqx.Module):
@@ -192,3 +192,17 @@ def zeros_weights(data: RowSharded, rows: int | None = None) -> jax.Array:
     """All-zero weights (rows or P, d, c) in the data's dtype."""
     P_, d, c = data.shape
     return jnp.zeros((P_ if rows is None else rows, d, c), data.X.dtype)
+
+
+def check_problem(X, y, masks, loss: _losses.Loss):
+    """The public solvers' data check, for arrays or a `RowSharded` passed as X (y and masks left out).
+
+    Returns (X, Y, masks, (P, d, c), squeeze, dtype); Y is None for sharded data (its y lives in X).
+    """
+    if isinstance(X, RowSharded):
+        check_sharded(X, y, masks, loss)
+        return X, None, masks, X.shape, X.squeeze, X.X.dtype
+    if y is None or masks is None:
+        raise ValueError("y and masks must be given (or X must be a RowSharded from shard_rows)")
+    X, Y, masks, squeeze = _validate.check_data(X, y, masks, loss)
+    return X, Y, masks, (masks.shape[1], X.shape[1], Y.shape[1]), squeeze, X.dtype

@@ -22,7 +22,7 @@ from jaxtyping import Array, Float, Int, Scalar
 
 from .. import _validate
 from .. import losses as _losses
-from ..sharding import RowSharded, check_sharded, replicate, run_sharded
+from ..sharding import RowSharded, check_problem, replicate, run_sharded
 from ..solution import RUNNING, Solution, Status
 from .fista import FistaOptions, FistaState, check, evaluate, fista_step, init_state, is_finite, with_status
 from .implicit import gated_solution_vjp
@@ -260,14 +260,7 @@ def solve_gated(
     loss = _losses.get_loss(loss)
     if lam is None:
         raise ValueError("lam must be given: solve_gated(X, y, masks, lam) or solve_gated(data, lam=...)")
-    if isinstance(X, RowSharded):
-        check_sharded(X, y, masks, loss)
-        (P, d, c), squeeze, dtype = X.shape, X.squeeze, X.X.dtype
-    else:
-        if y is None or masks is None:
-            raise ValueError("y and masks must be given (or X must be a RowSharded from shard_rows)")
-        X, Y, masks, squeeze = _validate.check_data(X, y, masks, loss)
-        (P, d, c), dtype = (masks.shape[1], X.shape[1], Y.shape[1]), X.dtype
+    X, Y, masks, (P, d, c), squeeze, dtype = check_problem(X, y, masks, loss)
     lam = _validate.check_lam(lam, dtype)
     tol = _validate.check_positive("tol", tol, dtype)
     max_iters = _validate.check_positive("max_iters", max_iters, dtype, integer=True)

@@ -17,7 +17,7 @@ from jax.typing import ArrayLike
 
 from .. import _validate
 from .. import losses as _losses
-from ..sharding import RowSharded, check_sharded, replicate, run_sharded
+from ..sharding import RowSharded, check_problem, replicate, run_sharded
 from ..solution import Solution
 from .admm import solve_relu_admm
 from .augmented_lagrangian import solve_relu_al
@@ -110,14 +110,7 @@ def solve_relu(
         raise ValueError(f"method='admm' solves the squared loss only (its u-step is a linear system); got {loss.name}")
     if lam is None:
         raise ValueError("lam must be given: solve_relu(X, y, masks, lam) or solve_relu(data, lam=...)")
-    if isinstance(X, RowSharded):
-        check_sharded(X, y, masks, loss)
-        (P, d, c), squeeze, dtype = X.shape, X.squeeze, X.X.dtype
-    else:
-        if y is None or masks is None:
-            raise ValueError("y and masks must be given (or X must be a RowSharded from shard_rows)")
-        X, Y, masks, squeeze = _validate.check_data(X, y, masks, loss)
-        (P, d, c), dtype = (masks.shape[1], X.shape[1], Y.shape[1]), X.dtype
+    X, Y, masks, (P, d, c), squeeze, dtype = check_problem(X, y, masks, loss)
     lam = _validate.check_lam(lam, dtype)
     tol = _validate.check_positive("tol", tol, dtype)
     constraint_tol = _validate.check_positive("constraint_tol", constraint_tol, dtype)
