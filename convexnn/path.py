@@ -2,8 +2,9 @@
 
     W*(λ) = argmin_W L(Σ_i D_i X w_i, y) + λ Σ_i Σ_k ‖W[i, :, k]‖₂,    λ ∈ {λ_1, …, λ_m}
 
-Two modes, both jittable and both returning a `Solution` whose fields carry a leading λ axis in the
-order of `lams`:
+for the gated program or the exact ReLU program (its cone constraints added; `solve_relu` per λ). Two
+modes, both jittable and both returning a `Solution` whose fields carry a leading λ axis in the order of
+`lams`:
 
 - "vmap": the solver vmapped over λ. Every iteration does one batched GEMM for all λ; a λ whose gap met
   the tolerance stops changing while the others run.
@@ -12,6 +13,8 @@ order of `lams`:
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import equinox as eqx
 import jax
@@ -24,11 +27,15 @@ from . import _validate
 from . import losses as _losses
 from .sharding import RowSharded, check_problem, replicate, run_sharded
 from .solution import Solution
+from .solvers.admm import ADMMOptions
 from .solvers.gated import gated_core, gated_program
+from .solvers.relu import check_relu_method, relu_solution
+from .solvers.relu_objectives import ReluData, stack
 
 __all__ = ["solve_path", "plot_path", "lam_grid"]
 
 _MODES = ("vmap", "warm")
+_MODELS = ("gated", "relu")
 
 
 def lam_grid(lam_max: ArrayLike, num: int = 16, ratio: float = 1e-3) -> jax.Array:
@@ -41,46 +48,54 @@ def lam_grid(lam_max: ArrayLike, num: int = 16, ratio: float = 1e-3) -> jax.Arra
     return top * jnp.logspace(0, np.log10(ratio), num, dtype=top.dtype)
 
 
-@eqx.filter_jit
-def _path_vmap(X, Y, masks, lams, W0, tol, max_iters, loss, polish):
-    return jax.vmap(lambda lam: gated_core(X, Y, masks, lam, W0, tol, max_iters, loss, polish))(lams)
+def _sweep(solve: Callable[[jax.Array, jax.Array], Solution], lams: jax.Array, W0: jax.Array, mode: str) -> Solution:
+    """solve(λ, W_start) for every λ: vmapped from W0, or scanned from the largest λ down, warm-started.
 
-
-@eqx.filter_jit
-def _path_warm(X, Y, masks, lams, W0, tol, max_iters, loss, polish):
+    Results come back in the order of `lams`. A ReLU solution's (U, V) restarts the next solve as [U; V].
+    """
+    if mode == "vmap":
+        return jax.vmap(lambda lam: solve(lam, W0))(lams)
     order = jnp.argsort(-lams)
 
     def step(W, lam):
-        sol = gated_core(X, Y, masks, lam, W, tol, max_iters, loss, polish)
-        return sol.weights, sol
+        sol = solve(lam, W)
+        return (stack(*sol.weights) if isinstance(sol.weights, tuple) else sol.weights), sol
 
     _, sols = lax.scan(step, W0, lams[order])
     inverse = jnp.argsort(order)
     return jax.tree.map(lambda a: a[inverse], sols)
 
 
+def _solver(model, X, Y, masks, tol, constraint_tol, max_iters, loss, polish, method, rows=None, N=None):
+    """The single-λ solve (λ, W_start) -> Solution of `model` on one device's rows (all rows when `rows` is None).
+
+    On unsharded data the gated solve is `gated_core`, so the path is differentiable like `solve_gated`.
+    """
+    if model == "relu":
+        data = ReluData(X=X, masks=masks, y=Y, loss=loss, N=loss.normaliser(Y) if N is None else N, rows=rows)
+        options = ADMMOptions() if method == "admm" else None
+        return lambda lam, W: relu_solution(data, lam, W, tol, constraint_tol, max_iters, method, polish, options)
+    if rows is None:
+        return lambda lam, W: gated_core(X, Y, masks, lam, W, tol, max_iters, loss, polish)
+    return lambda lam, W: gated_program(X, Y, masks, lam, W, tol, max_iters, loss, polish, rows=rows, N=N)
+
+
 @eqx.filter_jit
-def _path_sharded(data, lams, W0, tol, max_iters, loss, polish, mode):
+def _path(X, Y, masks, lams, W0, tol, constraint_tol, max_iters, loss, polish, mode, model, method):
+    solve = _solver(model, X, Y, masks, tol, constraint_tol, max_iters, loss, polish, method)
+    return _sweep(solve, lams, W0, mode)
+
+
+@eqx.filter_jit
+def _path_sharded(data, lams, W0, tol, constraint_tol, max_iters, loss, polish, mode, model, method):
     """Either mode on row-sharded data: the vmap or the scan runs inside one `shard_map` program."""
     N = data.normaliser(loss)
 
-    def local(X, Y, masks, rows, lams, W0, tol, max_iters):
-        def solve(lam, W):
-            return gated_program(X, Y, masks, lam, W, tol, max_iters, loss, polish, rows=rows, N=N)
+    def local(X, Y, masks, rows, lams, W0, tol, constraint_tol, max_iters):
+        solve = _solver(model, X, Y, masks, tol, constraint_tol, max_iters, loss, polish, method, rows=rows, N=N)
+        return _sweep(solve, lams, W0, mode)
 
-        if mode == "vmap":
-            return jax.vmap(lambda lam: solve(lam, W0))(lams)
-        order = jnp.argsort(-lams)
-
-        def step(W, lam):
-            sol = solve(lam, W)
-            return sol.weights, sol
-
-        _, sols = lax.scan(step, W0, lams[order])
-        inverse = jnp.argsort(order)
-        return jax.tree.map(lambda a: a[inverse], sols)
-
-    return run_sharded(local, data, lams, W0, tol, max_iters)
+    return run_sharded(local, data, lams, W0, tol, constraint_tol, max_iters)
 
 
 def solve_path(
@@ -92,43 +107,56 @@ def solve_path(
     model: str = "gated",
     mode: str = "warm",
     loss: str | _losses.Loss = "squared",
+    method: str = "al",
     tol: ArrayLike = 1e-6,
-    max_iters: ArrayLike = 10_000,
+    constraint_tol: ArrayLike = 1e-6,
+    max_iters: ArrayLike | None = None,
     polish: bool = True,
 ) -> Solution:
-    """Solve the program for every λ in `lams`; each field of the result gains a leading λ axis.
+    """Solve the gated or the exact ReLU program for every λ in `lams`; each field gains a leading λ axis.
+
+        W*(λ_k) = argmin_W L(Σ_i D_i X w_i, y) + λ_k Σ_g ‖W_g‖  (gated; ReLU adds the cone constraints)
 
     Args:
         X, y, masks, loss, tol, polish: as in `solve_gated` (X may be a `RowSharded` from `shard_rows`, with
             y and masks left out: the path then runs as one `shard_map` program and is not differentiable).
         lams: 1-D array of λ ≥ 0, in any order (results come back in the same order).
-        model: "gated" (the exact ReLU program's path is not available yet).
-        mode: "warm" (scan from large to small λ, warm-started) or "vmap" (all λ in lockstep).
-        max_iters: the iteration budget of each λ.
+        model: "gated" (`solve_gated` per λ) or "relu" (`solve_relu` per λ: weights (U, V)).
+        mode: "warm" (scan from large to small λ, each solve started at the previous solution) or "vmap"
+            (all λ in lockstep: one batched GEMM per iteration; a converged λ stops changing).
+        method, constraint_tol: as in `solve_relu` (model="relu" only).
+        max_iters: the iteration budget of each λ (default: 10 000 gated, 20 000 ReLU, as the single solves).
 
     Returns:
-        a `Solution` with weights (m, P, d[, c]) and objective, gap, iterations, status, lam of shape (m,).
-        The whole path is one jitted program and is differentiable in X, y and λ like `solve_gated`.
+        a `Solution` with weights (m, P, d[, c]) (ReLU: a pair of them) and objective, gap, violation,
+        iterations, status, lam of shape (m,). The whole path is one jitted program; the gated path is
+        differentiable in X, y and λ like `solve_gated`.
     """
-    if model != "gated":
-        raise ValueError(f"model must be 'gated' (the exact ReLU path needs solve_relu); got {model!r}")
+    if model not in _MODELS:
+        raise ValueError(f"model must be one of {_MODELS}; got {model!r}")
     if mode not in _MODES:
         raise ValueError(f"mode must be one of {_MODES}; got {mode!r}")
     loss = _losses.get_loss(loss)
+    if model == "relu":
+        check_relu_method(method, loss)
     if lams is None:
         raise ValueError("lams must be given: solve_path(X, y, masks, lams) or solve_path(data, lams=...)")
     X, Y, masks, (P, d, c), squeeze, dtype = check_problem(X, y, masks, loss)
     lams = _validate.check_lams(lams, dtype)
     tol = _validate.check_positive("tol", tol, dtype)
+    constraint_tol = _validate.check_positive("constraint_tol", constraint_tol, dtype)
+    if max_iters is None:
+        max_iters = 20_000 if model == "relu" else 10_000
     max_iters = _validate.check_positive("max_iters", max_iters, dtype, integer=True)
-    W0 = jnp.zeros((P, d, c), dtype)
+    W0 = jnp.zeros(((2 if model == "relu" else 1) * P, d, c), dtype)
+    static = (loss, polish, mode, model, method)
     if isinstance(X, RowSharded):
-        sols = _path_sharded(X, *replicate(X, (lams, W0, tol, max_iters)), loss, polish, mode)
+        sols = _path_sharded(X, *replicate(X, (lams, W0, tol, constraint_tol, max_iters)), *static)
     else:
-        run = _path_vmap if mode == "vmap" else _path_warm
-        sols = run(X, Y, masks, lams, W0, tol, max_iters, loss, polish)
+        sols = _path(X, Y, masks, lams, W0, tol, constraint_tol, max_iters, *static)
     if squeeze:
-        sols = eqx.tree_at(lambda s: s.weights, sols, sols.weights[..., 0])
+        drop = (lambda w: tuple(a[..., 0] for a in w)) if model == "relu" else (lambda w: w[..., 0])
+        sols = eqx.tree_at(lambda s: s.weights, sols, drop(sols.weights))
     return sols
 
 

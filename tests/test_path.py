@@ -54,6 +54,42 @@ def test_lam_max_is_the_zero_threshold_on_a_path(prob):
     assert float(jnp.max(jnp.abs(path.weights[1]))) > 0.0
 
 
+@pytest.fixture(scope="module")
+def relu_prob():
+    return helpers.teacher(n=80, d=5, P=10, seed=2)
+
+
+@pytest.fixture(scope="module")
+def relu_lams(relu_prob):
+    top = cn.lam_max(relu_prob.X, relu_prob.y, relu_prob.masks)
+    return cn.lam_grid(top, num=4, ratio=1e-2)[jnp.array([2, 0, 3, 1])]
+
+
+@pytest.mark.parametrize("mode", ["vmap", "warm"])
+def test_relu_path_points_equal_single_solves(relu_prob, relu_lams, mode):
+    p, tol = relu_prob, 1e-8
+    path = cn.solve_path(p.X, p.y, p.masks, relu_lams, model="relu", mode=mode, tol=tol, constraint_tol=tol)
+    U, V = path.weights
+    assert U.shape == V.shape == (4,) + p.masks.shape[1:] + p.X.shape[1:]
+    assert np.all(np.asarray(path.status) == cn.Status.CONVERGED)
+    np.testing.assert_allclose(np.asarray(path.lam), np.asarray(relu_lams))
+    assert float(jnp.max(path.violation)) <= tol
+    for k, lam in enumerate(relu_lams):
+        single = cn.solve_relu(p.X, p.y, p.masks, lam, tol=tol, constraint_tol=tol)
+        scale = max(1.0, abs(float(single.objective)))
+        assert abs(float(path.objective[k]) - float(single.objective)) <= 4 * tol * scale
+
+
+def test_relu_path_modes_agree_with_admm(relu_prob, relu_lams):
+    p = relu_prob
+    al = cn.solve_path(p.X, p.y, p.masks, relu_lams, model="relu", mode="warm", tol=1e-8, constraint_tol=1e-8)
+    admm = cn.solve_path(
+        p.X, p.y, p.masks, relu_lams, model="relu", method="admm", mode="vmap", tol=1e-7, constraint_tol=1e-7,
+        max_iters=60_000,
+    )
+    np.testing.assert_allclose(np.asarray(admm.objective), np.asarray(al.objective), rtol=1e-6)
+
+
 def test_path_is_jittable(prob, lams):
     f = jax.jit(lambda ls: cn.solve_path(prob.X, prob.y, prob.masks, ls, mode="warm", tol=TOL).objective)
     np.testing.assert_allclose(f(lams), cn.solve_path(prob.X, prob.y, prob.masks, lams, tol=TOL).objective, rtol=1e-9)
@@ -66,8 +102,12 @@ def test_bad_paths_are_refused(prob):
         cn.solve_path(prob.X, prob.y, prob.masks, jnp.array([1.0, -1.0]))
     with pytest.raises(ValueError, match="mode must be one of"):
         cn.solve_path(prob.X, prob.y, prob.masks, jnp.array([1.0]), mode="serial")
-    with pytest.raises(ValueError, match="model must be 'gated'"):
-        cn.solve_path(prob.X, prob.y, prob.masks, jnp.array([1.0]), model="relu")
+    with pytest.raises(ValueError, match="model must be one of"):
+        cn.solve_path(prob.X, prob.y, prob.masks, jnp.array([1.0]), model="mlp")
+    with pytest.raises(ValueError, match="method must be one of"):
+        cn.solve_path(prob.X, prob.y, prob.masks, jnp.array([1.0]), model="relu", method="sgd")
+    with pytest.raises(ValueError, match="squared loss only"):
+        cn.solve_path(prob.X, jnp.sign(prob.y), prob.masks, jnp.array([1.0]), model="relu", method="admm", loss="logistic")
     with pytest.raises(ValueError, match="ratio must be in"):
         cn.lam_grid(1.0, ratio=2.0)
 

@@ -23,12 +23,21 @@ from .admm import solve_relu_admm
 from .augmented_lagrangian import solve_relu_al
 from .relu_objectives import ReluData, stack, unstack
 
-__all__ = ["solve_relu"]
+__all__ = ["solve_relu", "relu_solution", "check_relu_method"]
 
 _METHODS = ("al", "admm")
 
 
-def _relu_solution(data, lam, W0, tol, constraint_tol, max_iters, method, polish, admm_options) -> Solution:
+def check_relu_method(method: str, loss: _losses.Loss) -> None:
+    """The method exists and solves this loss (ADMM's u-step is a linear system: squared loss only)."""
+    if method not in _METHODS:
+        raise ValueError(f"method must be one of {_METHODS}; got {method!r}")
+    if method == "admm" and not isinstance(loss, _losses.Squared):
+        raise ValueError(f"method='admm' solves the squared loss only (its u-step is a linear system); got {loss.name}")
+
+
+def relu_solution(data, lam, W0, tol, constraint_tol, max_iters, method, polish, admm_options) -> Solution:
+    """The exact ReLU solve of `data` (one device's rows, or all) from W0 = [U0; V0] as a `Solution` (un-jitted)."""
     if method == "al":
         s = solve_relu_al(data, lam, W0, tol, constraint_tol, max_iters, polish=polish)
         stats = {"outer_steps": s.outer_steps, "rho": s.rho}
@@ -50,7 +59,7 @@ def _relu_solution(data, lam, W0, tol, constraint_tol, max_iters, method, polish
 @eqx.filter_jit
 def _solve_relu_jit(X, Y, masks, lam, W0, tol, constraint_tol, max_iters, loss, method, polish, admm_options):
     data = ReluData(X=X, masks=masks, y=Y, loss=loss, N=loss.normaliser(Y))
-    return _relu_solution(data, lam, W0, tol, constraint_tol, max_iters, method, polish, admm_options)
+    return relu_solution(data, lam, W0, tol, constraint_tol, max_iters, method, polish, admm_options)
 
 
 def relu_sharded(data, lam, W0, tol, constraint_tol, max_iters, loss, method, polish, admm_options) -> Solution:
@@ -59,7 +68,7 @@ def relu_sharded(data, lam, W0, tol, constraint_tol, max_iters, loss, method, po
 
     def local(X, Y, masks, rows, lam, W0, tol, constraint_tol, max_iters):
         shard = ReluData(X=X, masks=masks, y=Y, loss=loss, N=N, rows=rows)
-        return _relu_solution(shard, lam, W0, tol, constraint_tol, max_iters, method, polish, admm_options)
+        return relu_solution(shard, lam, W0, tol, constraint_tol, max_iters, method, polish, admm_options)
 
     return run_sharded(local, data, lam, W0, tol, constraint_tol, max_iters)
 
@@ -103,11 +112,8 @@ def solve_relu(
         cone violation; `gap` a bound on objective − optimum from a dual feasible point of the exact
         program (valid for any point; meaningful as a certificate once the violation is small).
     """
-    if method not in _METHODS:
-        raise ValueError(f"method must be one of {_METHODS}; got {method!r}")
     loss = _losses.get_loss(loss)
-    if method == "admm" and not isinstance(loss, _losses.Squared):
-        raise ValueError(f"method='admm' solves the squared loss only (its u-step is a linear system); got {loss.name}")
+    check_relu_method(method, loss)
     if lam is None:
         raise ValueError("lam must be given: solve_relu(X, y, masks, lam) or solve_relu(data, lam=...)")
     X, Y, masks, (P, d, c), squeeze, dtype = check_problem(X, y, masks, loss)
