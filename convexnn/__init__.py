@@ -6,6 +6,7 @@ from . import losses as losses
 from . import operators as operators
 from . import path as path
 from . import patterns as patterns
+from . import progress as progress
 from . import prox as prox
 from . import sharding as sharding
 from .baselines import train_network as train_network

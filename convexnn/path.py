@@ -25,6 +25,7 @@ from jax.typing import ArrayLike
 
 from . import _validate
 from . import losses as _losses
+from . import progress
 from .sharding import RowSharded, check_problem, replicate, run_sharded
 from .solution import Solution
 from .solvers.admm import ADMMOptions
@@ -66,7 +67,7 @@ def _sweep(solve: Callable[[jax.Array, jax.Array], Solution], lams: jax.Array, W
     return jax.tree.map(lambda a: a[inverse], sols)
 
 
-def _solver(model, X, Y, masks, tol, constraint_tol, max_iters, loss, polish, method, rows=None, N=None):
+def _solver(model, X, Y, masks, tol, constraint_tol, max_iters, loss, polish, method, monitor, rows=None, N=None):
     """The single-λ solve (λ, W_start) -> Solution of `model` on one device's rows (all rows when `rows` is None).
 
     On unsharded data the gated solve is `gated_core`, so the path is differentiable like `solve_gated`.
@@ -74,25 +75,32 @@ def _solver(model, X, Y, masks, tol, constraint_tol, max_iters, loss, polish, me
     if model == "relu":
         data = ReluData(X=X, masks=masks, y=Y, loss=loss, N=loss.normaliser(Y) if N is None else N, rows=rows)
         options = ADMMOptions() if method == "admm" else None
-        return lambda lam, W: relu_solution(data, lam, W, tol, constraint_tol, max_iters, method, polish, options)
+        return lambda lam, W: relu_solution(
+            data, lam, W, tol, constraint_tol, max_iters, method, polish, options, monitor
+        )
     if rows is None:
-        return lambda lam, W: gated_core(X, Y, masks, lam, W, tol, max_iters, loss, polish)
-    return lambda lam, W: gated_program(X, Y, masks, lam, W, tol, max_iters, loss, polish, rows=rows, N=N)
+        return lambda lam, W: gated_core(X, Y, masks, lam, W, tol, max_iters, loss, polish, monitor)
+    return lambda lam, W: gated_program(
+        X, Y, masks, lam, W, tol, max_iters, loss, polish, rows=rows, N=N, monitor=monitor
+    )
 
 
 @eqx.filter_jit
-def _path(X, Y, masks, lams, W0, tol, constraint_tol, max_iters, loss, polish, mode, model, method):
-    solve = _solver(model, X, Y, masks, tol, constraint_tol, max_iters, loss, polish, method)
+def _path(X, Y, masks, lams, W0, tol, constraint_tol, max_iters, loss, polish, mode, model, method, monitor=None):
+    solve = _solver(model, X, Y, masks, tol, constraint_tol, max_iters, loss, polish, method, monitor)
     return _sweep(solve, lams, W0, mode)
 
 
 @eqx.filter_jit
-def _path_sharded(data, lams, W0, tol, constraint_tol, max_iters, loss, polish, mode, model, method):
+def _path_sharded(data, lams, W0, tol, constraint_tol, max_iters, loss, polish, mode, model, method, monitor=None):
     """Either mode on row-sharded data: the vmap or the scan runs inside one `shard_map` program."""
     N = data.normaliser(loss)
+    monitor = progress.on_mesh(monitor, data.mesh)
 
     def local(X, Y, masks, rows, lams, W0, tol, constraint_tol, max_iters):
-        solve = _solver(model, X, Y, masks, tol, constraint_tol, max_iters, loss, polish, method, rows=rows, N=N)
+        solve = _solver(
+            model, X, Y, masks, tol, constraint_tol, max_iters, loss, polish, method, monitor, rows=rows, N=N
+        )
         return _sweep(solve, lams, W0, mode)
 
     return run_sharded(local, data, lams, W0, tol, constraint_tol, max_iters)
@@ -112,6 +120,8 @@ def solve_path(
     constraint_tol: ArrayLike = 1e-6,
     max_iters: ArrayLike | None = None,
     polish: bool = True,
+    verbose: bool | int = False,
+    callback: progress.Callback | None = None,
 ) -> Solution:
     """Solve the gated or the exact ReLU program for every λ in `lams`; each field gains a leading λ axis.
 
@@ -126,6 +136,9 @@ def solve_path(
             (all λ in lockstep: one batched GEMM per iteration; a converged λ stops changing).
         method, constraint_tol: as in `solve_relu` (model="relu" only).
         max_iters: the iteration budget of each λ (default: 10 000 gated, 20 000 ReLU, as the single solves).
+        verbose, callback: progress of each λ's solve, as in `solve_gated`: "warm" reports one solve after
+            the other (largest λ first); "vmap" reports every λ still running at each cadence point, one
+            call per λ (`Progress.index` = its position in `lams`), and every λ's end once all have stopped.
 
     Returns:
         a `Solution` with weights (m, P, d[, c]) (ReLU: a pair of them) and objective, gap, violation,
@@ -137,6 +150,7 @@ def solve_path(
     if mode not in _MODES:
         raise ValueError(f"mode must be one of {_MODES}; got {mode!r}")
     loss = _losses.get_loss(loss)
+    monitor = progress.monitor(verbose, callback, "gated" if model == "gated" else f"relu-{method}")
     if model == "relu":
         check_relu_method(method, loss)
     if lams is None:
@@ -149,11 +163,12 @@ def solve_path(
         max_iters = 20_000 if model == "relu" else 10_000
     max_iters = _validate.check_positive("max_iters", max_iters, dtype, integer=True)
     W0 = jnp.zeros(((2 if model == "relu" else 1) * P, d, c), dtype)
-    static = (loss, polish, mode, model, method)
+    static = (loss, polish, mode, model, method, monitor)
     if isinstance(X, RowSharded):
         sols = _path_sharded(X, *replicate(X, (lams, W0, tol, constraint_tol, max_iters)), *static)
     else:
         sols = _path(X, Y, masks, lams, W0, tol, constraint_tol, max_iters, *static)
+    progress.flush(monitor, sols)
     if squeeze:
         drop = (lambda w: tuple(a[..., 0] for a in w)) if model == "relu" else (lambda w: w[..., 0])
         sols = eqx.tree_at(lambda s: s.weights, sols, drop(sols.weights))

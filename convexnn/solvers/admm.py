@@ -32,7 +32,7 @@ import jax.numpy as jnp
 from jax import lax
 from jaxtyping import Array, Int, Scalar
 
-from .. import prox
+from .. import progress, prox
 from .._rows import row_sum, row_total
 from ..solution import RUNNING, Status
 from .newton import pcg
@@ -102,8 +102,12 @@ def solve_relu_admm(
     constraint_tol: Scalar,
     max_iters: Int[Array, ""],
     opts: ADMMOptions,
+    monitor: progress.Monitor | None = None,
 ) -> ADMMState:
-    """ADMM for the exact ReLU program (squared loss) from u = v = W0; see the module docstring."""
+    """ADMM for the exact ReLU program (squared loss) from u = v = W0; see the module docstring.
+
+    With a `monitor` (static), reports after ADMM steps (every `monitor.every` iterations) and at the end.
+    """
     dtype = W0.dtype
     N = data.N
     X = data.X
@@ -200,6 +204,10 @@ def solve_relu_admm(
     def cond(st: ADMMState):
         return (st.status == RUNNING) & (st.iterations < max_iters)
 
+    def report(st: ADMMState, **when):
+        fields = dict(objective=st.objective, gap=st.gap, violation=st.violation, step=st.rho, lam=lam)
+        progress.report(monitor, iteration=st.iterations, **fields, **when)
+
     def body(st: ADMMState) -> ADMMState:
         rho, rho_s = st.rho, st.rho_s
 
@@ -250,9 +258,15 @@ def solve_relu_admm(
             status=status,
         )
         kept = jax.tree.map(lambda x, y: jnp.where(finite, x, y), new, st)
-        return kept._replace(
+        kept = kept._replace(
             iterations=new.iterations, admm_steps=new.admm_steps, cg_iterations=new.cg_iterations, status=status
         )
+        if monitor is not None:  # not a lane that had stopped (vmap), nor the last iterate (reported below)
+            report(kept, since=st.iterations, when=cond(st) & cond(kept))
+        return kept
 
     out = lax.while_loop(cond, body, state0)
-    return out._replace(status=jnp.where(out.status == RUNNING, Status.MAX_ITERS, out.status).astype(jnp.int32))
+    out = out._replace(status=jnp.where(out.status == RUNNING, Status.MAX_ITERS, out.status).astype(jnp.int32))
+    if monitor is not None:
+        report(out, status=out.status)
+    return out

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 from jax import lax
 from jaxtyping import Array, Int, Scalar
 
-from .. import prox
+from .. import progress, prox
 from ..solution import RUNNING, Status
 from .gated import solve_composite
 from .relu_objectives import AugmentedLagrangianObjective, ReluData, relu_duality_gap, relu_violation
@@ -68,8 +68,12 @@ def solve_relu_al(
     *,
     polish: bool = True,
     opts: ALOptions = ALOptions(),
+    monitor: progress.Monitor | None = None,
 ) -> ALState:
-    """Augmented Lagrangian for the exact ReLU program from W0 = [U0; V0]; see the module docstring."""
+    """Augmented Lagrangian for the exact ReLU program from W0 = [U0; V0]; see the module docstring.
+
+    With a `monitor` (static), reports after outer steps (every `monitor.every` iterations) and at the end.
+    """
     dtype = W0.dtype
     n, c = data.y.shape
     gamma0 = jnp.zeros((n, W0.shape[0], c), dtype)
@@ -90,6 +94,10 @@ def solve_relu_al(
 
     def cond(s: ALState):
         return (s.status == RUNNING) & (s.iterations < max_iters)
+
+    def report(s: ALState, **when):
+        fields = dict(objective=s.objective, gap=s.gap, violation=s.violation, step=s.rho, lam=lam)
+        progress.report(monitor, iteration=s.iterations, **fields, **when)
 
     def body(s: ALState) -> ALState:
         obj = AugmentedLagrangianObjective(data=data, gamma=s.gamma, rho=s.rho)
@@ -115,7 +123,13 @@ def solve_relu_al(
             status=status.astype(jnp.int32),
         )
         kept = jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, s)  # the last finite state on divergence
-        return kept._replace(iterations=new.iterations, outer_steps=new.outer_steps, status=new.status)
+        kept = kept._replace(iterations=new.iterations, outer_steps=new.outer_steps, status=new.status)
+        if monitor is not None:  # not a lane that had stopped (vmap), nor the last iterate (reported below)
+            report(kept, since=s.iterations, when=cond(s) & cond(kept))
+        return kept
 
     out = lax.while_loop(cond, body, s0)
-    return out._replace(status=jnp.where(out.status == RUNNING, Status.MAX_ITERS, out.status).astype(jnp.int32))
+    out = out._replace(status=jnp.where(out.status == RUNNING, Status.MAX_ITERS, out.status).astype(jnp.int32))
+    if monitor is not None:
+        report(out, status=out.status)
+    return out

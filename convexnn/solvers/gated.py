@@ -22,6 +22,7 @@ from jaxtyping import Array, Float, Int, Scalar
 
 from .. import _validate
 from .. import losses as _losses
+from .. import progress
 from ..sharding import RowSharded, check_problem, replicate, run_sharded
 from ..solution import RUNNING, Solution, Status
 from .fista import FistaOptions, FistaState, check, evaluate, fista_step, init_state, is_finite, with_status
@@ -116,11 +117,13 @@ def solve_composite(
     fista_opts: FistaOptions = FistaOptions(),
     polish_opts: PolishOptions = PolishOptions(),
     stall_opts: StallOptions = StallOptions(),
+    monitor: progress.Monitor | None = None,
 ) -> FistaState:
     """min_W F(K W) + λ Σ_g ‖W_g‖₂ from W0 until gap ≤ tol·max(1, |objective|) or max_iters iterations.
 
     A pure function of arrays: jit it, vmap it (over λ, data or W0), or run it inside shard_map with an
-    objective whose reductions are collective. Returns the final loop state with its status set.
+    objective whose reductions are collective. Returns the final loop state with its status set. With a
+    `monitor` (static) it reports every `monitor.every` iterations and at the end (`convexnn.progress`).
     """
     s = with_status(init_state(obj, lam, W0), tol)
 
@@ -131,14 +134,23 @@ def solve_composite(
         ready = (c.s.iterations - c.phase_start >= c.phase_len) & (c.s.stable >= polish_opts.stable_for)
         return running(c.s) & ~(polish & ready)
 
+    def report(s: FistaState, **when):
+        progress.report(monitor, iteration=s.iterations, objective=s.objective, gap=s.gap, step=s.step, lam=lam, **when)
+
     def phase_body(c: _Carry):
-        return _track(c._replace(s=check(c.s, fista_step(obj, lam, c.s, fista_opts), tol)), stall_opts)
+        new = _track(c._replace(s=check(c.s, fista_step(obj, lam, c.s, fista_opts), tol)), stall_opts)
+        if monitor is not None:  # not a lane that had stopped (vmap), nor the last iterate (reported below)
+            report(new.s, since=c.s.iterations, when=phase_cond(c) & running(new.s))
+        return new
 
     def outer_body(c: _Carry):
         c = lax.while_loop(phase_cond, phase_body, c)
         if polish:
+            before = c.s
             c = lax.cond(running(c.s), lambda c: _polish(obj, lam, tol, max_iters, c, polish_opts), lambda c: c, c)
             c = _track(c, stall_opts)
+            if monitor is not None:
+                report(c.s, since=before.iterations, when=running(before) & running(c.s))
         return c
 
     zero = jnp.zeros((), jnp.int32)
@@ -153,14 +165,17 @@ def solve_composite(
         window_gap=s.gap,
     )
     out = lax.while_loop(lambda c: running(c.s), outer_body, c0).s
-    return out._replace(status=jnp.where(out.status == RUNNING, Status.MAX_ITERS, out.status).astype(jnp.int32))
+    out = out._replace(status=jnp.where(out.status == RUNNING, Status.MAX_ITERS, out.status).astype(jnp.int32))
+    if monitor is not None:
+        report(out, status=out.status)
+    return out
 
 
-def gated_program(X, Y, masks, lam, W0, tol, max_iters, loss, polish, rows=None, N=None) -> Solution:
+def gated_program(X, Y, masks, lam, W0, tol, max_iters, loss, polish, rows=None, N=None, monitor=None) -> Solution:
     """The gated solve on canonical inputs as a `Solution`; with `rows`, on one shard of row-sharded data."""
     N = loss.normaliser(Y) if N is None else N
     obj = GatedObjective(X=X, masks=masks, y=Y, loss=loss, N=N, rows=rows)
-    s = solve_composite(obj, lam, W0, tol, max_iters, polish=polish)
+    s = solve_composite(obj, lam, W0, tol, max_iters, polish=polish, monitor=monitor)
     return Solution(
         weights=s.W,
         objective=s.objective,
@@ -172,22 +187,22 @@ def gated_program(X, Y, masks, lam, W0, tol, max_iters, loss, polish, rows=None,
     )
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(7, 8))
-def gated_core(X, Y, masks, lam, W0, tol, max_iters, loss, polish) -> Solution:
+@functools.partial(jax.custom_vjp, nondiff_argnums=(7, 8, 9))
+def gated_core(X, Y, masks, lam, W0, tol, max_iters, loss, polish, monitor=None) -> Solution:
     """The gated solve on canonical inputs (X (n, d), Y (n, c), bool masks, scalar arrays), un-jitted.
 
     Differentiable in X, Y and λ by implicit differentiation of the optimality conditions
     (`convexnn.solvers.implicit`); the loop itself is never differentiated.
     """
-    return gated_program(X, Y, masks, lam, W0, tol, max_iters, loss, polish)
+    return gated_program(X, Y, masks, lam, W0, tol, max_iters, loss, polish, monitor=monitor)
 
 
-def _gated_core_fwd(X, Y, masks, lam, W0, tol, max_iters, loss, polish):
-    sol = gated_program(X, Y, masks, lam, W0, tol, max_iters, loss, polish)
+def _gated_core_fwd(X, Y, masks, lam, W0, tol, max_iters, loss, polish, monitor=None):
+    sol = gated_program(X, Y, masks, lam, W0, tol, max_iters, loss, polish, monitor=monitor)
     return sol, (X, Y, masks, lam, sol.weights)
 
 
-def _gated_core_bwd(loss, polish, residuals, ct: Solution):
+def _gated_core_bwd(loss, polish, monitor, residuals, ct: Solution):
     X, Y, masks, lam, W = residuals
     X_bar, Y_bar, lam_bar = gated_solution_vjp(X, Y, masks, lam, W, loss, ct.weights, ct.objective)
     return X_bar, Y_bar, None, lam_bar + ct.lam, None, None, None
@@ -197,12 +212,13 @@ gated_core.defvjp(_gated_core_fwd, _gated_core_bwd)
 _solve_gated_jit = eqx.filter_jit(gated_core)
 
 
-def gated_sharded(data: RowSharded, lam, W0, tol, max_iters, loss, polish) -> Solution:
+def gated_sharded(data: RowSharded, lam, W0, tol, max_iters, loss, polish, monitor=None) -> Solution:
     """The gated solve on row-sharded data, one `shard_map` program (jit it; not differentiable)."""
     N = data.normaliser(loss)
+    monitor = progress.on_mesh(monitor, data.mesh)
 
     def local(X, Y, masks, rows, lam, W0, tol, max_iters):
-        return gated_program(X, Y, masks, lam, W0, tol, max_iters, loss, polish, rows=rows, N=N)
+        return gated_program(X, Y, masks, lam, W0, tol, max_iters, loss, polish, rows=rows, N=N, monitor=monitor)
 
     return run_sharded(local, data, lam, W0, tol, max_iters)
 
@@ -221,6 +237,8 @@ def solve_gated(
     max_iters: ArrayLike = 10_000,
     init: ArrayLike | None = None,
     polish: bool = True,
+    verbose: bool | int = False,
+    callback: progress.Callback | None = None,
 ) -> Solution:
     """Train a gated ReLU network to a certified optimum: min_W L(Σ_i D_i X w_i, y) + λ Σ_{i,k} ‖W[i,:,k]‖₂.
 
@@ -250,6 +268,11 @@ def solve_gated(
             product with X and one with Xᵀ; a Newton step's gradient counts as one more).
         init: initial weights, shaped like the solution's weights (default zero).
         polish: use the active-set Newton polish (turn off for plain R-FISTA).
+        verbose: print progress from inside the compiled loop every `verbose` iterations (True: every 100)
+            and once at the end; off (False) by default. Static: changing it recompiles, never the result.
+        callback: a function of one `convexnn.progress.Progress` (iteration, objective, gap, step size, λ,
+            final status), called at those points instead of printing (every 100 iterations unless
+            `verbose` sets the cadence); under vmap once per lane. See `convexnn.progress`.
 
     Returns:
         a `Solution` with weights (P, d) for 1-D y, (P, d, c) for 2-D y; status CONVERGED when the gap
@@ -258,6 +281,7 @@ def solve_gated(
         at the precision of the dtype (float32 certifies less than float64; `gap` says how much).
     """
     loss = _losses.get_loss(loss)
+    monitor = progress.monitor(verbose, callback, "gated")
     if lam is None:
         raise ValueError("lam must be given: solve_gated(X, y, masks, lam) or solve_gated(data, lam=...)")
     X, Y, masks, (P, d, c), squeeze, dtype = check_problem(X, y, masks, loss)
@@ -270,12 +294,13 @@ def solve_gated(
         W0 = _validate.check_init(init, P, d, c, squeeze, dtype)
     if isinstance(X, RowSharded):
         args = replicate(X, (lam, W0, tol, max_iters))
-        sol = _solve_gated_sharded_jit(X, *args, loss, polish)
+        sol = _solve_gated_sharded_jit(X, *args, loss, polish, monitor)
     else:
-        sol = _solve_gated_jit(X, Y, masks, lam, W0, tol, max_iters, loss, polish)
+        sol = _solve_gated_jit(X, Y, masks, lam, W0, tol, max_iters, loss, polish, monitor)
         # The patterns travel with the solution (the same buffer, no copy outside jit), so that
         # `cone_decompose(solution, X)` knows them.
         sol = eqx.tree_at(lambda s: s.stats, sol, {**sol.stats, "masks": masks})
+    progress.flush(monitor, sol)
     if squeeze:
         sol = eqx.tree_at(lambda s: s.weights, sol, sol.weights[..., 0])
     return sol

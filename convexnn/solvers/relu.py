@@ -17,6 +17,7 @@ from jax.typing import ArrayLike
 
 from .. import _validate
 from .. import losses as _losses
+from .. import progress
 from ..sharding import RowSharded, check_problem, replicate, run_sharded
 from ..solution import Solution
 from .admm import solve_relu_admm
@@ -36,13 +37,15 @@ def check_relu_method(method: str, loss: _losses.Loss) -> None:
         raise ValueError(f"method='admm' solves the squared loss only (its u-step is a linear system); got {loss.name}")
 
 
-def relu_solution(data, lam, W0, tol, constraint_tol, max_iters, method, polish, admm_options) -> Solution:
+def relu_solution(
+    data, lam, W0, tol, constraint_tol, max_iters, method, polish, admm_options, monitor=None
+) -> Solution:
     """The exact ReLU solve of `data` (one device's rows, or all) from W0 = [U0; V0] as a `Solution` (un-jitted)."""
     if method == "al":
-        s = solve_relu_al(data, lam, W0, tol, constraint_tol, max_iters, polish=polish)
+        s = solve_relu_al(data, lam, W0, tol, constraint_tol, max_iters, polish=polish, monitor=monitor)
         stats = {"outer_steps": s.outer_steps, "rho": s.rho}
     else:
-        s = solve_relu_admm(data, lam, W0, tol, constraint_tol, max_iters, admm_options)
+        s = solve_relu_admm(data, lam, W0, tol, constraint_tol, max_iters, admm_options, monitor=monitor)
         stats = {"admm_steps": s.admm_steps, "cg_iterations": s.cg_iterations, "rho": s.rho, "rho_s": s.rho_s}
     return Solution(
         weights=unstack(s.W),
@@ -57,18 +60,21 @@ def relu_solution(data, lam, W0, tol, constraint_tol, max_iters, method, polish,
 
 
 @eqx.filter_jit
-def _solve_relu_jit(X, Y, masks, lam, W0, tol, constraint_tol, max_iters, loss, method, polish, admm_options):
+def _solve_relu_jit(X, Y, masks, lam, W0, tol, constraint_tol, max_iters, loss, method, polish, admm_options, monitor):
     data = ReluData(X=X, masks=masks, y=Y, loss=loss, N=loss.normaliser(Y))
-    return relu_solution(data, lam, W0, tol, constraint_tol, max_iters, method, polish, admm_options)
+    return relu_solution(data, lam, W0, tol, constraint_tol, max_iters, method, polish, admm_options, monitor)
 
 
-def relu_sharded(data, lam, W0, tol, constraint_tol, max_iters, loss, method, polish, admm_options) -> Solution:
+def relu_sharded(
+    data, lam, W0, tol, constraint_tol, max_iters, loss, method, polish, admm_options, monitor=None
+) -> Solution:
     """The exact ReLU solve on row-sharded data (a `RowSharded`), one `shard_map` program (jit it)."""
     N = data.normaliser(loss)
+    monitor = progress.on_mesh(monitor, data.mesh)
 
     def local(X, Y, masks, rows, lam, W0, tol, constraint_tol, max_iters):
         shard = ReluData(X=X, masks=masks, y=Y, loss=loss, N=N, rows=rows)
-        return relu_solution(shard, lam, W0, tol, constraint_tol, max_iters, method, polish, admm_options)
+        return relu_solution(shard, lam, W0, tol, constraint_tol, max_iters, method, polish, admm_options, monitor)
 
     return run_sharded(local, data, lam, W0, tol, constraint_tol, max_iters)
 
@@ -90,6 +96,8 @@ def solve_relu(
     init: Any = None,
     polish: bool = True,
     admm_options=None,
+    verbose: bool | int = False,
+    callback: progress.Callback | None = None,
 ) -> Solution:
     """Train a two-layer ReLU network to a certified global optimum (over networks using these patterns).
 
@@ -106,6 +114,9 @@ def solve_relu(
         init: initial (U, V), each shaped like the weights (default zero).
         polish: use the Newton polish inside the AL subproblems.
         admm_options: an `ADMMOptions` (penalty, CG and Nyström settings) for method="admm".
+        verbose, callback: progress from inside the compiled loop, as in `solve_gated`: after AL outer
+            steps or ADMM steps, at the first iterate past every `verbose` iterations (True: 100), and
+            once at the end; `Progress.violation` is the cone violation and `Progress.step` the penalty ρ.
 
     Returns:
         a `Solution` with weights (U, V), each (P, d) for 1-D y or (P, d, c); `violation` the relative
@@ -113,6 +124,7 @@ def solve_relu(
         program (valid for any point; meaningful as a certificate once the violation is small).
     """
     loss = _losses.get_loss(loss)
+    monitor = progress.monitor(verbose, callback, f"relu-{method}")
     check_relu_method(method, loss)
     if lam is None:
         raise ValueError("lam must be given: solve_relu(X, y, masks, lam) or solve_relu(data, lam=...)")
@@ -133,9 +145,12 @@ def solve_relu(
         admm_options = ADMMOptions()
     if isinstance(X, RowSharded):
         args = replicate(X, (lam, W0, tol, constraint_tol, max_iters))
-        sol = _solve_relu_sharded_jit(X, *args, loss, method, polish, admm_options)
+        sol = _solve_relu_sharded_jit(X, *args, loss, method, polish, admm_options, monitor)
     else:
-        sol = _solve_relu_jit(X, Y, masks, lam, W0, tol, constraint_tol, max_iters, loss, method, polish, admm_options)
+        sol = _solve_relu_jit(
+            X, Y, masks, lam, W0, tol, constraint_tol, max_iters, loss, method, polish, admm_options, monitor
+        )
+    progress.flush(monitor, sol)
     if squeeze:
         sol = eqx.tree_at(lambda s: s.weights, sol, tuple(w[..., 0] for w in sol.weights))
     return sol
