@@ -15,15 +15,17 @@ from __future__ import annotations
 
 import equinox as eqx
 import jax.numpy as jnp
+from jax import lax
 from jax.typing import ArrayLike
-from jaxtyping import Array, Float, Scalar
+from jaxtyping import Array, Bool, Float, Scalar
 
 from . import _validate, operators, prox
 from . import losses as _losses
 from ._rows import Rows, loss_kwargs, row_total
+from .cones import cone_qp
 from .sharding import RowSharded, check_sharded, run_sharded
 
-__all__ = ["dual_scale", "duality_gap", "lam_max"]
+__all__ = ["dual_scale", "duality_gap", "lam_max", "relu_lam_max"]
 
 
 def dual_scale(AtG: Float[Array, "p d c"], lam: Scalar) -> Scalar:
@@ -73,23 +75,61 @@ def _lam_max_sharded(data: RowSharded, loss: _losses.Loss) -> Scalar:
     return run_sharded(local, data)
 
 
+def relu_lam_max(X: Float[Array, "n d"], masks: Bool[Array, "n p"], AtG: Float[Array, "p d c"]) -> Scalar:
+    """max over blocks i, outputs k and signs ± of ‖Π_{K_i}(∓ Xᵀ D_i ∇L(0))‖, K_i = {u : s_i ⊙ X u ≥ 0}.
+
+    Zero solves the exact ReLU program iff no feasible direction descends: for u ∈ K_i the derivative
+    ⟨Xᵀ D_i ∇L, u⟩ + λ‖u‖ ≥ 0 (and with −Xᵀ D_i ∇L for v_i), i.e. λ ≥ max_{u ∈ K_i, ‖u‖ ≤ 1} ⟨∓a, u⟩ =
+    ‖Π_{K_i}(∓a)‖ (Moreau). Each projection is a small interior-point QP (`cone_qp`).
+    """
+    P, d, c = AtG.shape
+    signs = jnp.where(masks, 1.0, -1.0).astype(X.dtype)
+    zero = jnp.zeros((X.shape[0],), X.dtype)
+
+    def block(args):
+        i, k = args
+        a = AtG[i, :, k]
+        up = cone_qp(X, signs[:, i], -a, zero)
+        down = cone_qp(X, signs[:, i], a, zero)
+        return jnp.maximum(jnp.linalg.norm(up), jnp.linalg.norm(down))
+
+    idx_i, idx_k = jnp.meshgrid(jnp.arange(P), jnp.arange(c), indexing="ij")
+    return jnp.max(lax.map(block, (idx_i.reshape(-1), idx_k.reshape(-1)), batch_size=min(P * c, 16)))
+
+
+@eqx.filter_jit
+def _lam_max(X, Y, masks, loss: _losses.Loss, model: str) -> Scalar:
+    AtG = operators.gated_adjoint(X, masks, loss.grad(jnp.zeros_like(Y), Y, loss.normaliser(Y)))
+    return relu_lam_max(X, masks, AtG) if model == "relu" else jnp.max(prox.group_norms(AtG))
+
+
 def lam_max(
     X: ArrayLike | RowSharded,
     y: ArrayLike | None = None,
     masks: ArrayLike | None = None,
     loss: str | _losses.Loss = "squared",
+    *,
+    model: str = "gated",
 ) -> Scalar:
-    """λ_max = max_i ‖Xᵀ D_i ∇L(0)‖₂ (max over groups): the smallest λ whose gated solution is zero.
+    """The smallest λ whose solution is all zero: λ_max = max_i ‖Xᵀ D_i ∇L(0)‖₂ (max over groups), gated.
+
+    For model="relu" the cone constraints shrink it to max_{i,±} ‖Π_{K_i}(∓Xᵀ D_i ∇L(0))‖₂ ≤ the gated
+    value, K_i = {u : (2D_i − I) X u ≥ 0}: a projection per block (small interior-point QPs, O(n d²) each),
+    so it costs far more than the gated closed form.
 
     Args:
-        X: data (n, d), or a `RowSharded` from `shard_rows` (then y and masks are left out).
+        X: data (n, d), or a `RowSharded` from `shard_rows` (then y and masks are left out; gated only).
         y: targets (n,) or (n, c); masks: (n, P) bool.
         loss: the loss name or instance.
+        model: "gated" or "relu".
     """
+    if model not in ("gated", "relu"):
+        raise ValueError(f"model must be 'gated' or 'relu'; got {model!r}")
     loss = _losses.get_loss(loss)
     if isinstance(X, RowSharded):
         check_sharded(X, y, masks, loss)
+        if model == "relu":
+            raise NotImplementedError("lam_max(model='relu') needs the data on one device; pass X, y, masks")
         return _lam_max_sharded(X, loss)
     X, Y, masks, _ = _validate.check_data(X, y, masks, loss)
-    grad = loss.grad(jnp.zeros_like(Y), Y, loss.normaliser(Y))
-    return jnp.max(prox.group_norms(operators.gated_adjoint(X, masks, grad)))
+    return _lam_max(X, Y, masks, loss, model)

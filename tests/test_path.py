@@ -124,3 +124,37 @@ def test_plot_path_draws_every_panel(prob, lams, tmp_path):
     np.testing.assert_allclose(np.sort(xs), np.asarray(lams)[order])
     fig.savefig(tmp_path / "path.png")
     assert (tmp_path / "path.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("case", ["teacher", "breast_cancer"])
+def test_relu_lam_max_is_the_zero_threshold_of_the_exact_program(case):
+    """Clarabel (independent) finds zero optimal just above relu λ_max and not at 0.99 of it; so does solve_relu."""
+    from . import reference
+
+    p = helpers.teacher(n=60, d=4, P=8, seed=3) if case == "teacher" else helpers.breast_cancer(n=60, P=6)
+    if case == "breast_cancer":  # a few columns (bias last) and their own patterns: small QPs
+        X = p.X[:, -5:]
+        p = p._replace(X=X, masks=cn.activation_masks(X, cn.sample_gates(jax.random.key(0), 5, 6, X.dtype)))
+    gated = float(cn.lam_max(p.X, p.y, p.masks, loss=p.loss))
+    top = float(cn.lam_max(p.X, p.y, p.masks, loss=p.loss, model="relu"))
+    assert 0 < top <= gated * (1 + 1e-12)
+    Y = np.asarray(p.y)[:, None]
+    zero = float(cn.losses.get_loss(p.loss).value(jnp.zeros_like(jnp.asarray(Y)), jnp.asarray(Y), Y.shape[0]))
+    above = reference.clarabel_relu(p.X, Y, p.masks, top * (1 + 1e-6), p.loss)
+    below = reference.clarabel_relu(p.X, Y, p.masks, top * 0.99, p.loss)
+    assert abs(above - zero) <= 1e-7 * zero
+    assert below < zero - 1e-9 * zero, (below, zero)
+    tol = 1e-10
+    at = cn.solve_relu(p.X, p.y, p.masks, top * 1.01, loss=p.loss, tol=tol, constraint_tol=tol)
+    assert all(float(jnp.max(jnp.abs(w))) == 0.0 for w in at.weights)
+    near = cn.solve_relu(p.X, p.y, p.masks, top * (1 + 1e-6), loss=p.loss, tol=tol, constraint_tol=tol)
+    assert abs(float(near.objective) - zero) <= 10 * tol * max(1.0, zero)
+    inside = cn.solve_relu(p.X, p.y, p.masks, top * 0.99, loss=p.loss, tol=tol, constraint_tol=tol)
+    assert float(inside.objective) < zero - 1e-9 * zero
+    assert max(float(jnp.max(jnp.abs(w))) for w in inside.weights) > 1e-4
+    assert abs(float(inside.objective) - below) <= 1e-6 * abs(below)
+
+
+def test_relu_lam_max_refuses_what_it_cannot_do(prob):
+    with pytest.raises(ValueError, match="model must be 'gated' or 'relu'"):
+        cn.lam_max(prob.X, prob.y, prob.masks, model="mlp")
