@@ -98,12 +98,13 @@ def test_relu_equals_single_device(small_relu, method, k):
     assert float(sol.violation) <= TOL
 
 
-@pytest.mark.parametrize("mode,k", [("vmap", 8), ("warm", 2)])
-def test_path_equals_single_device(mode, k):
-    prob = helpers.teacher(n=150, d=5, P=10, seed=5)
+@pytest.mark.parametrize("model,mode,k", [("gated", "vmap", 8), ("gated", "warm", 2), ("relu", "vmap", 8), ("relu", "warm", 2)])
+def test_path_equals_single_device(model, mode, k):
+    prob = helpers.teacher(n=150 if model == "gated" else 75, d=5, P=10, seed=5)
     lams = cn.lam_grid(cn.lam_max(prob.X, prob.y, prob.masks), num=4, ratio=1e-2)[jnp.array([2, 0, 3, 1])]
-    ref = cn.solve_path(prob.X, prob.y, prob.masks, lams, mode=mode, tol=TOL)
-    sol = cn.solve_path(cn.shard_rows(mesh_of(k), prob.X, prob.y, prob.masks), lams=lams, mode=mode, tol=TOL)
+    kw = dict(model=model, mode=mode, tol=TOL, constraint_tol=TOL)
+    ref = cn.solve_path(prob.X, prob.y, prob.masks, lams, **kw)
+    sol = cn.solve_path(cn.shard_rows(mesh_of(k), prob.X, prob.y, prob.masks), lams=lams, **kw)
     np.testing.assert_array_equal(np.asarray(sol.lam), np.asarray(lams))
     assert_same_solution(sol, ref)
 
@@ -246,18 +247,24 @@ def test_relu_and_path_programs_communicate_only_parameter_sized_arrays():
         static_argnums=(6, 7, 8, 9),
     )
     lams = jnp.asarray([0.3, 0.1, 0.03])
-    path_hlo = compiled_text(
-        _path_sharded,
-        data,
-        *replicate(data, (lams, jnp.zeros((P, d, 1)), tol, iters)),
-        cn.Squared(),
-        True,
-        "vmap",
-        static_argnums=(5, 6, 7),
+    path_hlo, relu_path_hlo = (
+        compiled_text(
+            _path_sharded,
+            data,
+            *replicate(data, (lams, jnp.zeros((q, d, 1)), tol, tol, iters)),
+            cn.Squared(),
+            True,
+            "vmap",
+            model,
+            "al",
+            static_argnums=(6, 7, 8, 9, 10),
+        )
+        for q, model in [(P, "gated"), (2 * P, "relu")]
     )
     for hlo, allowed in [
         (relu_hlo, {(), (2 * P, d, 1), (2 * P, 1, d, d)}),
         (path_hlo, {(), (3,), (P, d, 1), (3, P, d, 1)}),  # the start W0 is shared by every λ
+        (relu_path_hlo, {(), (3,), (2 * P, d, 1), (3, 2 * P, d, 1), (3, 2 * P, 1, d, d)}),
     ]:
         found = collectives(hlo)
         assert found and {op for op, _ in found} == {"all-reduce"}
