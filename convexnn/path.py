@@ -29,7 +29,7 @@ from . import progress
 from .sharding import RowSharded, check_problem, replicate, run_sharded
 from .solution import Solution
 from .solvers.admm import ADMMOptions
-from .solvers.gated import gated_core, gated_program
+from .solvers.gated import LOCKSTEP_POLISH, gated_core, gated_program
 from .solvers.relu import check_relu_method, relu_solution
 from .solvers.relu_objectives import ReluData, stack
 
@@ -67,10 +67,13 @@ def _sweep(solve: Callable[[jax.Array, jax.Array], Solution], lams: jax.Array, W
     return jax.tree.map(lambda a: a[inverse], sols)
 
 
-def _solver(model, X, Y, masks, tol, constraint_tol, max_iters, loss, polish, method, monitor, rows=None, N=None):
+def _solver(
+    model, mode, X, Y, masks, tol, constraint_tol, max_iters, loss, polish, method, monitor, rows=None, N=None
+):
     """The single-λ solve (λ, W_start) -> Solution of `model` on one device's rows (all rows when `rows` is None).
 
     On unsharded data the gated solve is `gated_core`, so the path is differentiable like `solve_gated`.
+    Vmapped gated solves polish in lockstep, so without the per-lane n×n factorizations (`LOCKSTEP_POLISH`).
     """
     if model == "relu":
         data = ReluData(X=X, masks=masks, y=Y, loss=loss, N=loss.normaliser(Y) if N is None else N, rows=rows)
@@ -78,6 +81,8 @@ def _solver(model, X, Y, masks, tol, constraint_tol, max_iters, loss, polish, me
         return lambda lam, W: relu_solution(
             data, lam, W, tol, constraint_tol, max_iters, method, polish, options, monitor
         )
+    if polish and mode == "vmap":
+        polish = LOCKSTEP_POLISH
     if rows is None:
         return lambda lam, W: gated_core(X, Y, masks, lam, W, tol, max_iters, loss, polish, monitor)
     return lambda lam, W: gated_program(
@@ -87,7 +92,7 @@ def _solver(model, X, Y, masks, tol, constraint_tol, max_iters, loss, polish, me
 
 @eqx.filter_jit
 def _path(X, Y, masks, lams, W0, tol, constraint_tol, max_iters, loss, polish, mode, model, method, monitor=None):
-    solve = _solver(model, X, Y, masks, tol, constraint_tol, max_iters, loss, polish, method, monitor)
+    solve = _solver(model, mode, X, Y, masks, tol, constraint_tol, max_iters, loss, polish, method, monitor)
     return _sweep(solve, lams, W0, mode)
 
 
@@ -99,7 +104,7 @@ def _path_sharded(data, lams, W0, tol, constraint_tol, max_iters, loss, polish, 
 
     def local(X, Y, masks, rows, lams, W0, tol, constraint_tol, max_iters):
         solve = _solver(
-            model, X, Y, masks, tol, constraint_tol, max_iters, loss, polish, method, monitor, rows=rows, N=N
+            model, mode, X, Y, masks, tol, constraint_tol, max_iters, loss, polish, method, monitor, rows=rows, N=N
         )
         return _sweep(solve, lams, W0, mode)
 

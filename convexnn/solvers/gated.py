@@ -50,6 +50,12 @@ class PolishOptions(NamedTuple):
     newton: NewtonOptions = NewtonOptions()
 
 
+LOCKSTEP_POLISH = PolishOptions(newton=NewtonOptions(kernel_cg_steps=0.0))
+"""The polish for solves vmapped in lockstep (λ paths): Newton–CG without the n×n sample-space
+preconditioner. Under vmap every lane runs every lane's polish, so the lanes' c Cholesky factorizations
+of n×n kernels are paid by all of them at each polish; CG steps are batched GEMMs and cost far less."""
+
+
 class _Carry(NamedTuple):
     s: FistaState
     phase_start: Int[Array, ""]
@@ -175,7 +181,9 @@ def gated_program(X, Y, masks, lam, W0, tol, max_iters, loss, polish, rows=None,
     """The gated solve on canonical inputs as a `Solution`; with `rows`, on one shard of row-sharded data."""
     N = loss.normaliser(Y) if N is None else N
     obj = GatedObjective(X=X, masks=masks, y=Y, loss=loss, N=N, rows=rows)
-    s = solve_composite(obj, lam, W0, tol, max_iters, polish=polish, monitor=monitor)
+    # `polish` is a bool, or the PolishOptions to polish with (see LOCKSTEP_POLISH).
+    opts = polish if isinstance(polish, PolishOptions) else PolishOptions()
+    s = solve_composite(obj, lam, W0, tol, max_iters, polish=bool(polish), polish_opts=opts, monitor=monitor)
     return Solution(
         weights=s.W,
         objective=s.objective,

@@ -49,7 +49,8 @@ class NewtonOptions(NamedTuple):
     # its Newton steps (a factorization each) are not, so fewer, more exact steps win
     armijo: float = 1e-4
     max_halvings: int = 12  # a step this short means S is wrong: hand back to proximal gradient
-    kernel_max: int = 2150  # sample-space preconditioner when c·n³ ≤ kernel_max³ (measured break-even vs CG)
+    kernel_cg_steps: float = 32.0  # use the sample-space preconditioner when building it costs at most this
+    # many CG steps in flops: (n²P + n³/3) ≤ kernel_cg_steps · 4ndP (its kernel and Cholesky vs one K and Kᵀ)
 
 
 def _vdot(a: Array, b: Array) -> Scalar:
@@ -101,7 +102,7 @@ def pcg(
 
 def kernel_is_worth_it(obj: CompositeSmooth, W: Array, opts: NewtonOptions) -> bool:
     """Static: whether the objective's preconditioner pays off (e.g. c Cholesky factorizations of n×n)."""
-    return obj.newton_preconditioner_pays(W, opts.kernel_max)
+    return obj.newton_preconditioner_pays(W, opts.kernel_cg_steps)
 
 
 def restricted_newton_system(

@@ -63,8 +63,8 @@ class CompositeSmooth(eqx.Module):
         others), or None when this objective has no cheap way to apply it."""
         return None
 
-    def newton_preconditioner_pays(self, W: Float[Array, "p d c"], kernel_max: int) -> bool:
-        """Static: whether building `newton_preconditioner` costs less than the CG iterations it saves."""
+    def newton_preconditioner_pays(self, W: Float[Array, "p d c"], kernel_cg_steps: float) -> bool:
+        """Static: whether building `newton_preconditioner` costs at most `kernel_cg_steps` CG iterations."""
         return False
 
     @abc.abstractmethod
@@ -112,11 +112,12 @@ class GatedObjective(CompositeSmooth):
     def gap(self, lam, W, img, g, Ktg):
         return certificates.duality_gap(self.loss, self.y, self.N, lam, W, img, g, Ktg, self.rows)
 
-    def newton_preconditioner_pays(self, W, kernel_max):
+    def newton_preconditioner_pays(self, W, kernel_cg_steps):
         if self.rows is not None and self.rows.sharded:
             return False  # the sample-space kernel is n×n: it would gather every row onto every device
         n, c = self.y.shape
-        return n**3 * c <= kernel_max**3
+        P, d = self.masks.shape[1], self.X.shape[1]
+        return n * n * P + n**3 / 3 <= kernel_cg_steps * 4 * n * d * P
 
     def newton_preconditioner(self, img, a):
         """P⁻¹ by Woodbury in sample space, for P = Aᵀ diag(h) A + diag(1/a), h the diagonal of ∇²L:

@@ -149,7 +149,7 @@ class AugmentedLagrangianObjective(CompositeSmooth):
             return super().image_vdot(a, b)
         return sum(row_sum(u * v, self.data.rows) for u, v in zip(a, b, strict=True))
 
-    def newton_preconditioner_pays(self, W, kernel_max):
+    def newton_preconditioner_pays(self, W, kernel_cg_steps):
         return True  # d×d blocks: cheap next to the CG iterations they save
 
     def newton_preconditioner(self, img, a):
