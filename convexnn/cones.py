@@ -72,7 +72,8 @@ def cone_qp(X: Array, s: Array, c: Array, a: Array, iterations: int = 40) -> Arr
         step = jnp.minimum(longest(t, dt), longest(mu, dmu)).astype(dtype)
         new = u + step * du, t + step * dt, mu + step * dmu
         # Once complementarity underflows, the Newton system turns 0/0: keep the converged point.
-        ok = jnp.all(jnp.array([jnp.all(jnp.isfinite(x)) for x in new])) & jnp.all(new[1] > 0) & jnp.all(new[2] > 0)
+        u_new, t_new, mu_new = new
+        ok = jnp.all(jnp.isfinite(u_new)) & jnp.all(t_new > 0) & jnp.all(mu_new > 0)  # NaN > 0 is False
         return jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, state)
 
     u0 = c
