@@ -117,13 +117,13 @@ def solve_relu_admm(
 
     def FtF(u):  # FᵀF u / N
         z, _ = data.split(data.products(u))
-        return data.pullback(z / N, jnp.zeros((X.shape[0], u.shape[0], u.shape[2]), dtype))
+        return data.pullback(z / N, jnp.zeros((X.shape[0], u.shape[2], u.shape[0]), dtype))
 
     def G(u):
         return data.split(data.products(u))[1]
 
     def Gt(h):
-        return data.pullback(jnp.zeros((X.shape[0], h.shape[2]), dtype), h)
+        return data.pullback(jnp.zeros((X.shape[0], h.shape[1]), dtype), h)
 
     # ρ(I + GᵀG) = ρ (I + XᵀX) on every block: one d×d eigendecomposition.
     evals, Q = jnp.linalg.eigh(row_total(jnp.matmul(X.T, X, precision=jax.lax.Precision.HIGHEST), data.rows))
@@ -158,7 +158,7 @@ def solve_relu_admm(
 
         return apply
 
-    rhs_y = data.pullback(data.y / N, jnp.zeros((X.shape[0], W0.shape[0], W0.shape[2]), dtype))
+    rhs_y = data.pullback(data.y / N, jnp.zeros((X.shape[0], W0.shape[2], W0.shape[0]), dtype))
 
     def measure(v, b, rho_s):
         XW = data.products(v)

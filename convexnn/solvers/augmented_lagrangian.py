@@ -39,7 +39,7 @@ class ALOptions(NamedTuple):
 
 class ALState(NamedTuple):
     W: Array  # [U; V], (2P, d, c)
-    gamma: Array  # multipliers of R ≥ 0, (n, 2P, c)
+    gamma: Array  # multipliers of R ≥ 0, (n, c, 2P)
     rho: Scalar
     inner_tol: Scalar
     objective: Scalar
@@ -76,7 +76,7 @@ def solve_relu_al(
     """
     dtype = W0.dtype
     n, c = data.y.shape
-    gamma0 = jnp.zeros((n, W0.shape[0], c), dtype)
+    gamma0 = jnp.zeros((n, c, W0.shape[0]), dtype)
     objective, gap, violation = _measure(data, lam, W0, gamma0)
     done = (violation <= constraint_tol) & (gap <= tol * jnp.maximum(1, jnp.abs(objective)))
     s0 = ALState(

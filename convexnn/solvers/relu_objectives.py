@@ -7,7 +7,8 @@ The program, with s_i = 2 m_i − 1 and one block pair (u_i, v_i) per pattern:
 
 The solvers work on W = [U; V] stacked as (2P, d, c) with masks [M, M] and signs (+1 for U, −1 for V).
 One GEMM X W gives both the prediction z = Σ_i m_i ⊙ (X u_i − X v_i) and the cone residuals
-R = s ⊙ X W (n, 2P, c): the constraints are R ≥ 0.
+R = s ⊙ X W, laid out (n, c, 2P): the constraints are R ≥ 0. The block axis is last on purpose: XLA's
+CPU loops over a trailing axis of length c = 1 ran elementwise reductions ~30× slower than this layout.
 """
 
 from __future__ import annotations
@@ -53,31 +54,31 @@ class ReluData(eqx.Module):
         """L(z) over every real row."""
         return self.loss.value(z, self.y, self.N, **loss_kwargs(self.rows))
 
-    def products(self, W: Float[Array, "q d c"]) -> Float[Array, "n q c"]:
-        """X W for every block of the stacked weights (one GEMM)."""
-        return jnp.einsum("nd,qdc->nqc", self.X, W, precision=operators.PRECISION)
+    def products(self, W: Float[Array, "q d c"]) -> Float[Array, "n c q"]:
+        """X W for every block of the stacked weights (one GEMM), blocks last."""
+        return jnp.einsum("nd,qdc->ncq", self.X, W, precision=operators.PRECISION)
 
-    def split(self, XW: Float[Array, "n q c"]) -> tuple[Float[Array, "n c"], Float[Array, "n q c"]]:
+    def split(self, XW: Float[Array, "n c q"]) -> tuple[Float[Array, "n c"], Float[Array, "n c q"]]:
         """(z, R): the prediction Σ_i m_i ⊙ (X u_i − X v_i) and the cone residuals s ⊙ X W."""
         P = self.masks.shape[1]
-        m = self.masks[:, :, None]
+        m = self.masks[:, None, :]
         zero = jnp.zeros((), XW.dtype)
-        z = jnp.sum(jnp.where(m, XW[:, :P] - XW[:, P:], zero), axis=1)
-        R = jnp.where(jnp.concatenate([m, m], axis=1), XW, -XW)
+        z = jnp.sum(jnp.where(m, XW[..., :P] - XW[..., P:], zero), axis=-1)
+        R = jnp.where(jnp.concatenate([m, m], axis=-1), XW, -XW)
         return z, R
 
-    def pullback(self, gz: Float[Array, "n c"], gR: Float[Array, "n q c"]) -> Float[Array, "q d c"]:
+    def pullback(self, gz: Float[Array, "n c"], gR: Float[Array, "n c q"]) -> Float[Array, "q d c"]:
         """Kᵀ(gz, gR) = ∂/∂W of ⟨gz, z⟩ + ⟨gR, R⟩ (one GEMM)."""
-        m = self.masks[:, :, None]
-        m2 = jnp.concatenate([m, m], axis=1)
+        m = self.masks[:, None, :]
+        m2 = jnp.concatenate([m, m], axis=-1)
         P = self.masks.shape[1]
-        sign = jnp.concatenate([jnp.ones((P,), gz.dtype), -jnp.ones((P,), gz.dtype)])[None, :, None]
+        sign = jnp.concatenate([jnp.ones((P,), gz.dtype), -jnp.ones((P,), gz.dtype)])[None, None, :]
         zero = jnp.zeros((), gz.dtype)
-        G = jnp.where(m2, sign * gz[:, None, :], zero) + jnp.where(m2, gR, -gR)
-        return row_total(jnp.einsum("nqc,nd->qdc", G, self.X, precision=operators.PRECISION), self.rows)
+        G = jnp.where(m2, sign * gz[:, :, None], zero) + jnp.where(m2, gR, -gR)
+        return row_total(jnp.einsum("ncq,nd->qdc", G, self.X, precision=operators.PRECISION), self.rows)
 
 
-def relu_violation(R: Float[Array, "n q c"], XW: Float[Array, "n q c"], rows: Rows | None = None) -> Scalar:
+def relu_violation(R: Float[Array, "n c q"], XW: Float[Array, "n c q"], rows: Rows | None = None) -> Scalar:
     """max_{i,j} (−s_ij (X w_i)_j)₊ / max |X W|: the constraint violation relative to the scale of X u."""
     scale = row_max(jnp.abs(XW), rows)
     worst = row_max(jnp.maximum(-R, 0), rows)
@@ -109,7 +110,7 @@ class AugmentedLagrangianObjective(CompositeSmooth):
     """
 
     data: ReluData
-    gamma: Float[Array, "n q c"]
+    gamma: Float[Array, "n c q"]
     rho: Scalar
 
     def apply(self, W):
@@ -167,9 +168,9 @@ class AugmentedLagrangianObjective(CompositeSmooth):
         m = self.data.masks.astype(dtype)
         m2 = jnp.concatenate([m, m], axis=1)  # (n, q)
         h = self.data.loss.hessian_diagonal(z, self.data.y, self.data.N)  # (n, c)
-        active = (self._slack(R) > 0).astype(dtype)  # (n, q, c)
-        weight = self.rho * active + m2[:, :, None] * h[:, None, :]  # (n, q, c)
-        B = row_total(jnp.einsum("nqc,nd,ne->qcde", weight, X, X, precision=operators.PRECISION), self.data.rows)
+        active = (self._slack(R) > 0).astype(dtype)  # (n, c, q)
+        weight = self.rho * active + m2[:, None, :] * h[:, :, None]  # (n, c, q)
+        B = row_total(jnp.einsum("ncq,nd,ne->qcde", weight, X, X, precision=operators.PRECISION), self.data.rows)
         d = X.shape[1]
         on = a > 0
         inv_a = jnp.where(on, 1 / jnp.where(on, a, 1), 1)
