@@ -175,3 +175,35 @@ def test_row_block_choice():
     if jax.default_backend() == "cpu":
         block = operators.row_block(20000, 500, 4)
         assert block is not None and 256 <= block <= 20000 // 2
+
+
+@pytest.mark.parametrize("c", [1, 3])
+def test_relu_maps_match_dense_loops_and_their_adjoint(c):
+    """ReluData's (z, R) = split(products(W)) against per-block numpy loops, and pullback = its transpose.
+
+    z = Σ_i m_i ⊙ X (u_i − v_i); R[:, k, q] = s_q ⊙ (X W_q)[:, k] with s = 2m − 1 for U and V alike.
+    """
+    from convexnn import losses
+    from convexnn.solvers.relu_objectives import ReluData
+
+    n, d, P = 11, 4, 5
+    rng = np.random.default_rng(c)
+    X, W = rng.normal(size=(n, d)), rng.normal(size=(2 * P, d, c))
+    masks = rng.random((n, P)) < 0.5
+    gz, gR = rng.normal(size=(n, c)), rng.normal(size=(n, c, 2 * P))
+    squared = losses.get_loss("squared")
+    data = ReluData(X=jnp.asarray(X), masks=jnp.asarray(masks), y=jnp.zeros((n, c)), loss=squared, N=n)
+
+    z, R = data.split(data.products(jnp.asarray(W)))
+    m = masks.astype(np.float64)
+    z_ref = sum(m[:, [i]] * (X @ (W[i] - W[P + i])) for i in range(P))
+    R_ref = np.stack([(2 * m[:, [q % P]] - 1) * (X @ W[q]) for q in range(2 * P)], axis=-1)
+    np.testing.assert_allclose(np.asarray(z), z_ref, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(np.asarray(R), R_ref, rtol=1e-12, atol=1e-12)
+
+    back = np.asarray(data.pullback(jnp.asarray(gz), jnp.asarray(gR)))
+    np.testing.assert_allclose(np.sum(z_ref * gz) + np.sum(R_ref * gR), np.sum(W * back), rtol=1e-12)
+    (transposed,) = jax.linear_transpose(lambda w: data.split(data.products(w)), jnp.asarray(W))(
+        (jnp.asarray(gz), jnp.asarray(gR))
+    )
+    np.testing.assert_allclose(back, np.asarray(transposed), rtol=1e-12, atol=1e-12)
