@@ -22,6 +22,7 @@ from jaxtyping import Array, Float, Scalar
 
 from . import operators, prox
 from .solution import Solution
+from .solvers.relu_objectives import relu_violation
 
 __all__ = ["ConeDecomposition", "cone_decompose", "cone_qp"]
 
@@ -132,9 +133,7 @@ def cone_decompose(
     V = U - W3
     both = jnp.concatenate([U, V], axis=0)
     XW = jnp.einsum("nd,qdc->nqc", X, both, precision=operators.PRECISION)
-    R = jnp.concatenate([signs, signs], axis=1)[:, :, None] * XW
-    scale = jnp.max(jnp.abs(XW))
-    violation = jnp.where(scale > 0, jnp.max(jnp.maximum(-R, 0)) / jnp.where(scale > 0, scale, 1), 0)
+    violation = relu_violation(jnp.concatenate([signs, signs], axis=1)[:, :, None] * XW, XW)
     before = prox.group_l1(W3)
     after = prox.group_l1(U) + prox.group_l1(V)
     growth = jnp.where(before > 0, after / jnp.where(before > 0, before, 1), 1)
