@@ -132,8 +132,8 @@ def cone_decompose(
     U = jnp.where(prox.group_norms(W3)[:, None, :] > 0, U, 0)
     V = U - W3
     both = jnp.concatenate([U, V], axis=0)
-    XW = jnp.einsum("nd,qdc->nqc", X, both, precision=operators.PRECISION)
-    violation = relu_violation(jnp.concatenate([signs, signs], axis=1)[:, :, None] * XW, XW)
+    XW = jnp.einsum("nd,qdc->ncq", X, both, precision=operators.PRECISION)  # relu_violation's layout
+    violation = relu_violation(jnp.concatenate([signs, signs], axis=1)[:, None, :] * XW, XW)
     before = prox.group_l1(W3)
     after = prox.group_l1(U) + prox.group_l1(V)
     growth = jnp.where(before > 0, after / jnp.where(before > 0, before, 1), 1)
