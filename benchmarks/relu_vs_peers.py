@@ -297,18 +297,45 @@ def run_clarabel(prob, lam, p_star, measure, args) -> Run | None:
 # ------------------------------------------------------------------------------------------------
 
 
+def reference(prob, lam, args) -> dict:
+    """The float64 reference solve, or its saved copy in --ref-cache (keyed by every setting it depends on)."""
+    path = None
+    if args.ref_cache is not None:
+        key = f"{prob.n}x{prob.d}x{prob.P}_seed{args.seed}_lam{lam:g}_tol{args.ref_tol:g}_it{args.ref_max_iters}"
+        path = args.ref_cache / f"relu_reference_{key}.npz"
+        if path.exists():
+            saved = np.load(path)
+            out = {k: saved[k].item() if saved[k].ndim == 0 else saved[k] for k in saved.files}
+            return {**out, "path": path}
+    t, sol = gv.timed(
+        lambda: cn_relu(prob, lam, method="al", tol=args.ref_tol, max_iters=args.ref_max_iters, dtype=np.float64)
+    )
+    U, V = (np.asarray(w, np.float64) for w in sol.weights)
+    out = {
+        "U": U,
+        "V": V,
+        "gap": float(sol.gap),
+        "status": cn.Status(int(sol.status)).name.lower(),
+        "iterations": int(sol.iterations),
+        "time": t,
+    }
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(path, **out)
+    return {**out, "path": None}
+
+
 def bench_size(n, d, P, args) -> dict:
     gv.log(f"\n=== n={n}, d={d}, P={P} (lam={args.lam:g}) ===")
     prob = gv.make_problem(n, d, P, args.seed)
     lam = args.lam
     measure = make_measures(prob, lam)
-    t, ref = gv.timed(
-        lambda: cn_relu(prob, lam, method="al", tol=args.ref_tol, max_iters=args.ref_max_iters, dtype=np.float64)
-    )
-    p_star, ref_viol = measure(*ref.weights)
+    ref = reference(prob, lam, args)
+    p_star, ref_viol = measure(ref["U"], ref["V"])
     gv.log(
-        f"reference (convexnn AL float64, tol {args.ref_tol:g}): p* = {p_star:.12g}, gap {float(ref.gap):.1e}, "
-        f"viol {ref_viol:.1e}, {cn.Status(int(ref.status)).name.lower()}, {int(ref.iterations)} it, {t:.3g} s"
+        f"reference (convexnn AL float64, tol {args.ref_tol:g}): p* = {p_star:.12g}, gap {ref['gap']:.1e}, "
+        f"viol {ref_viol:.1e}, {ref['status']}, {ref['iterations']} it, {ref['time']:.3g} s"
+        + (f" (cached in {ref['path']})" if ref["path"] else "")
     )
     runs: list[Run] = []
     clarabel = run_clarabel(prob, lam, p_star, measure, args) if not args.no_clarabel else None
@@ -332,7 +359,7 @@ def bench_size(n, d, P, args) -> dict:
         runs += sweep_pyscnn(prob, lam, p_star, measure, args)
     if clarabel is not None:
         runs.append(clarabel)
-    return {"size": (n, d, P), "P_kept": prob.P, "p_star": p_star, "ref_gap": float(ref.gap), "runs": runs}
+    return {"size": (n, d, P), "P_kept": prob.P, "p_star": p_star, "ref_gap": ref["gap"], "runs": runs}
 
 
 def best(runs, method_prefix, target):
@@ -418,6 +445,7 @@ def parse_args(argv=None):
     p.add_argument("--cn-max-iters", type=int, default=20_000)
     p.add_argument("--ref-tol", type=float, default=1e-10)
     p.add_argument("--ref-max-iters", type=int, default=200_000)
+    p.add_argument("--ref-cache", type=Path, default=None, help="folder to keep reference solves in, and reuse them")
     p.add_argument("--scnn-tols", type=gv.parse_floats, default="1e-6,1e-8,1e-10", help="first is pyscnn's default")
     p.add_argument("--scnn-time-limit", type=float, default=600.0)
     p.add_argument("--no-scnn", action="store_true")
