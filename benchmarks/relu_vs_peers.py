@@ -298,14 +298,18 @@ def run_clarabel(prob, lam, p_star, measure, args) -> Run | None:
 
 
 def reference(prob, lam, args) -> dict:
-    """The float64 reference solve, or its saved copy in --ref-cache (keyed by every setting it depends on)."""
+    """The float64 reference solve, or its saved copy in --ref-cache.
+
+    The file is keyed by the problem and the solve's settings, not by the code: clear the folder after
+    changing the solver if p* should be re-derived (a converged p* does not depend on the code that found it).
+    """
     path = None
     if args.ref_cache is not None:
         key = f"{prob.n}x{prob.d}x{prob.P}_seed{args.seed}_lam{lam:g}_tol{args.ref_tol:g}_it{args.ref_max_iters}"
         path = args.ref_cache / f"relu_reference_{key}.npz"
         if path.exists():
-            saved = np.load(path)
-            out = {k: saved[k].item() if saved[k].ndim == 0 else saved[k] for k in saved.files}
+            with np.load(path) as saved:
+                out = {k: saved[k].item() if saved[k].ndim == 0 else saved[k] for k in saved.files}
             return {**out, "path": path}
     t, sol = gv.timed(
         lambda: cn_relu(prob, lam, method="al", tol=args.ref_tol, max_iters=args.ref_max_iters, dtype=np.float64)
@@ -448,7 +452,7 @@ def parse_args(argv=None):
     p.add_argument("--ref-cache", type=Path, default=None, help="folder to keep reference solves in, and reuse them")
     p.add_argument("--scnn-tols", type=gv.parse_floats, default="1e-6,1e-8,1e-10", help="first is pyscnn's default")
     p.add_argument("--scnn-time-limit", type=float, default=600.0)
-    p.add_argument("--scnn-slow-repeats", type=int, default=None, help="repeats of a slow pyscnn run (default: all's)")
+    p.add_argument("--scnn-slow-repeats", type=int, default=None, help="repeats of a slow pyscnn run (or --slow-repeats)")
     p.add_argument("--no-scnn", action="store_true")
     p.add_argument("--clarabel-max-n", type=int, default=2000)
     p.add_argument("--clarabel-time-limit", type=float, default=600.0)
