@@ -452,7 +452,7 @@ def parse_args(argv=None):
     p.add_argument("--ref-cache", type=Path, default=None, help="folder to keep reference solves in, and reuse them")
     p.add_argument("--scnn-tols", type=gv.parse_floats, default="1e-6,1e-8,1e-10", help="first is pyscnn's default")
     p.add_argument("--scnn-time-limit", type=float, default=600.0)
-    p.add_argument("--scnn-slow-repeats", type=int, default=None, help="repeats of a slow pyscnn run (or --slow-repeats)")
+    p.add_argument("--scnn-slow-repeats", type=int, default=None, help="slow pyscnn runs' repeats (or --slow-repeats)")
     p.add_argument("--no-scnn", action="store_true")
     p.add_argument("--clarabel-max-n", type=int, default=2000)
     p.add_argument("--clarabel-time-limit", type=float, default=600.0)
