@@ -142,13 +142,13 @@ def restricted_newton_system(
         reg = jnp.moveaxis(scale_t * (v_t - unit_t * jnp.sum(unit_t * v_t, axis=-1, keepdims=True)), 2, 1)
         return jnp.where(mask, curv + reg, v)
 
-    precondition = obj.newton_preconditioner(img, _preconditioner_weights(lam, W, active)) if use_kernel else None
+    precondition = obj.newton_preconditioner(img, _preconditioner_weights(lam, norms, active)) if use_kernel else None
     return g, hess, precondition, grad, Ktg
 
 
-def _preconditioner_weights(lam: Scalar, W: Array, active: Bool[Array, "p c"]) -> Array:
+def _preconditioner_weights(lam: Scalar, norms: Array, active: Bool[Array, "p c"]) -> Array:
     """a = ‖W_g‖/λ on the active groups (0 elsewhere): the norm's isotropic curvature is 1/a."""
-    return jnp.where(active & (lam > 0), prox.group_norms(W) / jnp.where(lam > 0, lam, 1), 0)
+    return jnp.where(active & (lam > 0), norms / jnp.where(lam > 0, lam, 1), 0)
 
 
 class _NewtonCarry(NamedTuple):
@@ -187,6 +187,7 @@ def newton_polish(
     zero = jnp.zeros((), dtype)
     W = jnp.where(active[:, None, :], W, zero)
     use_kernel = kernel_is_worth_it(obj, W, opts)
+    build_once = use_kernel and not opts.rebuild_preconditioner
 
     def phi(W_, img_):
         return obj.value(img_) + lam * prox.group_l1(W_)
@@ -194,9 +195,9 @@ def newton_polish(
     def body(c: _NewtonCarry) -> _NewtonCarry:
         mask = c.mask
         g, hess, precondition, grad, Ktg = restricted_newton_system(
-            obj, lam, c.W, c.img, mask[:, 0, :], use_kernel and opts.rebuild_preconditioner
+            obj, lam, c.W, c.img, mask[:, 0, :], use_kernel and not build_once
         )
-        if use_kernel and not opts.rebuild_preconditioner:
+        if build_once:
             precondition = precondition0
         gnorm = jnp.sqrt(_vdot(g, g))
         certified = obj.gap(lam, c.W, c.img, grad, Ktg) <= tol * jnp.maximum(1, jnp.abs(c.phi))
@@ -255,8 +256,9 @@ def newton_polish(
         return c.going & (c.steps < opts.newton_steps) & (c.cost < budget)
 
     img0 = obj.apply(W)
-    if use_kernel and not opts.rebuild_preconditioner:
-        precondition0 = obj.newton_preconditioner(img0, _preconditioner_weights(lam, W, active))
+    precondition0 = None
+    if build_once:
+        precondition0 = obj.newton_preconditioner(img0, _preconditioner_weights(lam, prox.group_norms(W), active))
     init = _NewtonCarry(
         W=W,
         mask=active[:, None, :],
