@@ -343,22 +343,22 @@ def bench_size(n, d, P, args) -> dict:
     )
     runs: list[Run] = []
     clarabel = run_clarabel(prob, lam, p_star, measure, args) if not args.no_clarabel else None
-    runs += sweep_convexnn(prob, lam, p_star, measure, args, "al", args.cn_tols)
-    admm = sweep_convexnn(prob, lam, p_star, measure, args, "admm", args.admm_tols)
-    runs += admm
-    # CG with and without the Nyström preconditioner, at the last ADMM tol run.
-    plain = sweep_convexnn(
-        prob,
-        lam,
-        p_star,
-        measure,
-        args,
-        "admm",
-        [admm[-1].tol],
-        admm_options=ADMMOptions(precondition=False),
-        label="convexnn-admm (no Nyström)",
-    )
-    runs += plain
+    if not args.no_convexnn:
+        runs += sweep_convexnn(prob, lam, p_star, measure, args, "al", args.cn_tols)
+        admm = sweep_convexnn(prob, lam, p_star, measure, args, "admm", args.admm_tols)
+        runs += admm
+        # CG with and without the Nyström preconditioner, at the last ADMM tol run.
+        runs += sweep_convexnn(
+            prob,
+            lam,
+            p_star,
+            measure,
+            args,
+            "admm",
+            [admm[-1].tol],
+            admm_options=ADMMOptions(precondition=False),
+            label="convexnn-admm (no Nyström)",
+        )
     if not args.no_scnn:
         runs += sweep_pyscnn(prob, lam, p_star, measure, args)
     if clarabel is not None:
@@ -454,6 +454,7 @@ def parse_args(argv=None):
     p.add_argument("--scnn-time-limit", type=float, default=600.0)
     p.add_argument("--scnn-slow-repeats", type=int, default=None, help="slow pyscnn runs' repeats (or --slow-repeats)")
     p.add_argument("--no-scnn", action="store_true")
+    p.add_argument("--no-convexnn", action="store_true", help="peers only (e.g. beside a process with --no-scnn)")
     p.add_argument("--clarabel-max-n", type=int, default=2000)
     p.add_argument("--clarabel-time-limit", type=float, default=600.0)
     p.add_argument("--no-clarabel", action="store_true")
