@@ -34,8 +34,9 @@ class ALOptions(NamedTuple):
 
     From a feasible W0 (the default zero) the first step's violation cannot have fallen, so ρ grows once
     there: the first subproblem runs at rho0/N, the next from 10·rho0/N. Measured at 2000×50×200 (float32,
-    tol 1e-4), that reaches 1e-4 at iteration 16 402; exempting the first step from the test (ρ grew at
-    the second instead) and starting at 10·rho0/N without that growth both first reached it at 20 000.
+    tol 1e-4, code before 3b07a8e), that reached 1e-4 at iteration 16 402 (at d6b4375: 18 152); exempting
+    the first step from the test (ρ grew at the second instead) and starting at 10·rho0/N without that
+    growth both first reached it at 20 000.
     """
 
     rho0: float = 100.0
