@@ -169,7 +169,7 @@ def pyscnn_al_deadline():
         ConstrainedHeuristic.__call__ = saved
 
 
-def scnn_al(prob, lam, *, tol, budget, time_limit):
+def scnn_al(prob, lam, *, tol, budget, time_limit, max_iters=10_000):
     from scnn.metrics import Metrics
     from scnn.models import ConvexReLU
     from scnn.optimize import optimize_model
@@ -177,7 +177,7 @@ def scnn_al(prob, lam, *, tol, budget, time_limit):
     from scnn.solvers import AL
 
     model = ConvexReLU(prob.gates.copy(), c=1, bias=False)
-    solver = AL(model, tol=tol, constraint_tol=tol)
+    solver = AL(model, max_primal_iters=max_iters, tol=tol, constraint_tol=tol)
     budget.deadline, budget.hit = time.perf_counter() + time_limit, False
     model, metrics = optimize_model(
         model,
@@ -205,7 +205,9 @@ def sweep_pyscnn(prob, lam, p_star, measure, args) -> list[Run]:
     with gv.blas_limits(args.blas_threads), pyscnn_al_deadline() as budget:
         for tol in args.scnn_tols:
             times, outs = gv.repeat_runs(
-                lambda tol=tol: scnn_al(prob, lam, tol=tol, budget=budget, time_limit=args.scnn_time_limit),
+                lambda tol=tol: scnn_al(
+                    prob, lam, tol=tol, budget=budget, time_limit=args.scnn_time_limit, max_iters=args.scnn_max_iters
+                ),
                 args.repeats,
                 args.slow_repeats if args.scnn_slow_repeats is None else args.scnn_slow_repeats,
                 args.slow_s,
@@ -452,6 +454,7 @@ def parse_args(argv=None):
     p.add_argument("--ref-cache", type=Path, default=None, help="folder to keep reference solves in, and reuse them")
     p.add_argument("--scnn-tols", type=gv.parse_floats, default="1e-6,1e-8,1e-10", help="first is pyscnn's default")
     p.add_argument("--scnn-time-limit", type=float, default=600.0)
+    p.add_argument("--scnn-max-iters", type=int, default=10_000, help="AL's max_primal_iters (pyscnn's default)")
     p.add_argument("--scnn-slow-repeats", type=int, default=None, help="slow pyscnn runs' repeats (or --slow-repeats)")
     p.add_argument("--no-scnn", action="store_true")
     p.add_argument("--no-convexnn", action="store_true", help="peers only (e.g. beside a process with --no-scnn)")
