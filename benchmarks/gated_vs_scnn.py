@@ -200,7 +200,9 @@ def repeat_runs(
 
 
 def fmt_time(t: float) -> str:
-    """Seconds with three significant digits, in ms below 0.1 s."""
+    """Seconds with three significant digits, in ms below 0.1 s, whole seconds from 1000 s (not 1.4e+03 s)."""
+    if t >= 999.5:
+        return f"{t:.0f} s"
     return f"{t * 1e3:.3g} ms" if t < 0.1 else f"{t:.3g} s"
 
 
