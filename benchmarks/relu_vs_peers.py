@@ -169,7 +169,7 @@ def pyscnn_al_deadline():
         ConstrainedHeuristic.__call__ = saved
 
 
-def scnn_al(prob, lam, *, tol, budget, time_limit, max_iters=10_000):
+def scnn_al(prob, lam, *, tol, budget, time_limit, max_iters):
     from scnn.metrics import Metrics
     from scnn.models import ConvexReLU
     from scnn.optimize import optimize_model
