@@ -12,7 +12,7 @@ import jax.numpy as jnp
 from jax import lax
 from jaxtyping import Array, Bool, Scalar
 
-__all__ = ["Rows", "row_sum", "row_total", "row_max", "row_all", "loss_kwargs"]
+__all__ = ["Rows", "row_sum", "row_total", "row_max", "row_all", "row_kth_largest", "loss_kwargs"]
 
 
 class Rows(eqx.Module):
@@ -56,6 +56,19 @@ def row_all(b: Array, rows: Rows | None) -> Array:
     """all() of a row-indexed bool array over the real rows of every shard."""
     a = jnp.all(_real(b, rows, True))
     return a if rows is None or not rows.sharded else lax.pmin(a.astype(jnp.int32), rows.axis_name) > 0
+
+
+def row_kth_largest(x: Array, k: int, rows: Rows | None) -> Array:
+    """The k-th largest entry over the rows (axis 0, real rows of every shard) of each column of x (−inf if fewer)."""
+    x = jnp.moveaxis(_real(x, rows, -jnp.inf), 0, -1)
+    k_local = min(k, x.shape[-1])
+    top = lax.top_k(x, k_local)[0]
+    if rows is not None and rows.sharded:  # every shard's top k, then the top k of those
+        top = jnp.moveaxis(lax.all_gather(top, rows.axis_name), 0, -2)
+        top = lax.top_k(top.reshape(top.shape[:-2] + (-1,)), min(k, top.shape[-2] * top.shape[-1]))[0]
+    if top.shape[-1] < k:
+        return jnp.full(top.shape[:-1], -jnp.inf, x.dtype)
+    return top[..., k - 1]
 
 
 def loss_kwargs(rows: Rows | None) -> dict:

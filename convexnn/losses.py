@@ -9,7 +9,9 @@ Besides value and gradient each loss gives
 - `fenchel_young_gap(z, θ)`: L(z) + L*(θ) − ⟨θ, z⟩ ≥ 0, written without cancellation (a squared norm or a KL
   divergence), which is what the duality gap is made of;
 - `bregman(z1, z0)`: L(z1) − L(z0) − ⟨∇L(z0), z1 − z0⟩ ≥ 0, for the line search, also cancellation-free;
-- `hvp(z, dz)`: ∇²L(z) dz, for Newton steps.
+- `hvp(z, dz)`: ∇²L(z) dz, for Newton steps;
+- `prox(w, t)`: argmin_z L(z) + ‖z − w‖²/(2t), row by row, for ADMM's split of the predictions (squared
+  and logistic; cross-entropy has none yet, so ADMM refuses it).
 
 The methods that sum over rows (value, conjugate, Fenchel–Young gap, Bregman) take an optional `rows`
 (`convexnn._rows.Rows`): with it they skip padding rows and add the sums of every shard of row-sharded data.
@@ -87,6 +89,10 @@ class Loss(eqx.Module):
 
     metric_name: ClassVar[str] = "metric"
 
+    def prox(self, w: Float[Array, "n c"], y: Float[Array, "n c"], N: int, t: Scalar) -> Float[Array, "n c"]:
+        """argmin_z L(z) + ‖z − w‖²/(2t) (row by row: no reduction over rows)."""
+        raise NotImplementedError(f"the {self.name} loss has no prox (ADMM needs one)")
+
     def prepare_targets(self, y: ArrayLike, c: int | None = None) -> np.ndarray:
         """Check targets on the host and give them the (n, c) float form the solvers use."""
         y = np.asarray(y)
@@ -124,6 +130,9 @@ class Squared(Loss):
 
     def hessian_diagonal(self, z, y, N):
         return jnp.full_like(z, 1 / N)
+
+    def prox(self, w, y, N, t):
+        return (w + (t / N) * y) / (1 + t / N)
 
     def metric(self, z, y):
         return jnp.mean(jnp.square(z - y))
@@ -173,6 +182,26 @@ class Logistic(Loss):
     def hessian_diagonal(self, z, y, N):
         s = jax.nn.sigmoid(y * z)
         return s * (1 - s) / N
+
+    def prox(self, w, y, N, t):
+        # In u = y z: u − y w = (t/N) σ(−u), so u lies in [y w, y w + t/N]. Newton's steps, replaced by
+        # bisection when one leaves the bracket or the last one did not halve it (so it at least halves
+        # every two steps), converge from anywhere; 100 of them reach round-off for any t.
+        r = t / N
+        lo, hi = y * w, y * w + r
+
+        def step(_, c):
+            u, lo, hi, width = c
+            g = u - y * w - r * jax.nn.sigmoid(-u)  # t × the derivative
+            lo, hi = jnp.where(g < 0, u, lo), jnp.where(g > 0, u, hi)
+            s = jax.nn.sigmoid(u)
+            newton = u - g / (1 + r * s * (1 - s))
+            ok = (newton > lo) & (newton < hi) & (hi - lo <= 0.5 * width)
+            return jnp.where(ok, newton, 0.5 * (lo + hi)), lo, hi, jnp.where(ok, width, hi - lo)
+
+        start = (lo + 0.5 * r * jax.nn.sigmoid(-lo), lo, hi, 2 * (hi - lo))
+        u, _, _, _ = jax.lax.fori_loop(0, 100, step, start)
+        return y * u
 
     def metric(self, z, y):
         return jnp.mean(jnp.where(z >= 0, 1.0, -1.0) == y)

@@ -61,6 +61,27 @@ def test_grad_is_autodiff(name, seed):
         )
 
 
+@pytest.mark.parametrize("name", ["squared", "logistic"])
+@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("t", [1e-3, 1.0, 1e3, 1e6])
+def test_prox_is_optimal(name, seed, t):
+    """prox_{tL}(w) = z  ⇔  (z − w)/t + ∇L(z) = 0, and no nearby point has a lower prox objective."""
+    loss, y, N, z0, z1, value = setup(name, seed)
+    for w in (z0, 30.0 * z1):
+        z = jax.jit(loss.prox)(w, y, N, t)
+        stationarity = (z - w) / t + loss.grad(z, y, N)
+        scale = (np.max(np.abs(np.asarray(w))) + np.max(np.abs(np.asarray(z)))) / t + 1 / N  # the terms' size
+        assert np.max(np.abs(np.asarray(stationarity))) <= 64 * np.finfo(np.float64).eps * scale
+
+        def objective(v, w=w):
+            return float(value(v)) + float(jnp.sum(jnp.square(v - w))) / (2 * t)
+
+        rng = np.random.default_rng(seed)
+        for _ in range(5):
+            nudge = jnp.asarray(1e-4 * rng.standard_normal(z.shape)) * (1 + jnp.abs(z))
+            assert objective(z + nudge) >= objective(z) - 1e-12 * abs(objective(z))
+
+
 @pytest.mark.parametrize("name", NAMES)
 @pytest.mark.parametrize("seed", [0, 1])
 def test_hvp_is_jvp_of_grad(name, seed):
