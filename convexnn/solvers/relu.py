@@ -30,11 +30,11 @@ _METHODS = ("al", "admm")
 
 
 def check_relu_method(method: str, loss: _losses.Loss) -> None:
-    """The method exists and solves this loss (ADMM's u-step is a linear system: squared loss only)."""
+    """The method exists and solves this loss (ADMM takes any loss with a prox)."""
     if method not in _METHODS:
         raise ValueError(f"method must be one of {_METHODS}; got {method!r}")
-    if method == "admm" and not isinstance(loss, _losses.Squared):
-        raise ValueError(f"method='admm' solves the squared loss only (its u-step is a linear system); got {loss.name}")
+    if method == "admm" and type(loss).prox is _losses.Loss.prox:
+        raise ValueError(f"method='admm' needs a loss with a prox (Loss.prox); the {loss.name} loss has none")
 
 
 def relu_solution(
@@ -45,8 +45,15 @@ def relu_solution(
         s = solve_relu_al(data, lam, W0, tol, constraint_tol, max_iters, polish=polish, monitor=monitor)
         stats = {"outer_steps": s.outer_steps, "rho": s.rho}
     else:
-        s = solve_relu_admm(data, lam, W0, tol, constraint_tol, max_iters, admm_options, monitor=monitor)
-        stats = {"admm_steps": s.admm_steps, "cg_iterations": s.cg_iterations, "rho": s.rho, "rho_s": s.rho_s}
+        s = solve_relu_admm(data, lam, W0, tol, constraint_tol, max_iters, admm_options, monitor=monitor, polish=polish)
+        stats = {
+            "admm_steps": s.admm_steps,
+            "cg_iterations": s.cg_iterations,
+            "polishes": s.polishes,
+            "rho": s.rho,
+            "rho_s": s.rho_s,
+            "rho_z": s.rho_z,
+        }
     return Solution(
         weights=unstack(s.W),
         objective=s.objective,
@@ -107,12 +114,14 @@ def solve_relu(
     Args:
         X, y, masks, lam, loss: as in `solve_gated` (X may be a `RowSharded`).
         method: "al" (augmented Lagrangian, subproblems by R-FISTA + Newton polish; every loss) or
-            "admm" (ADMM with a Nyström-preconditioned CG linear solve; squared loss only).
+            "admm" (ADMM with a Nyström-preconditioned CG linear solve; squared loss in its u-step, the
+            logistic loss through its prox; cross-entropy not yet).
         tol: stop when the duality gap ≤ tol · max(1, |objective|) ...
         constraint_tol: ... and the cone violation max (−s_i ⊙ X w_i)₊ / max |X W| ≤ constraint_tol.
         max_iters: iteration budget (each iteration costs about one product with X and one with Xᵀ).
         init: initial (U, V), each shaped like the weights (default zero).
-        polish: use the Newton polish inside the AL subproblems.
+        polish: use the Newton polish inside the AL subproblems; for ADMM, try its active-set polish
+            (`admm_polish`) every so often and stop once the certificate accepts the polished point.
         admm_options: an `ADMMOptions` (penalty, CG and Nyström settings) for method="admm".
         verbose, callback: progress from inside the compiled loop, as in `solve_gated`: after AL outer
             steps or ADMM steps, at the first iterate past every `verbose` iterations (True: 100), and
