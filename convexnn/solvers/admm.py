@@ -326,33 +326,6 @@ def solve_relu_admm(
             return (violation <= constraint_tol) & (gap <= tol * jnp.maximum(1, jnp.abs(objective)))
 
         done = certified(objective, gap, violation)
-        v_out, polish_cost, polishes, next_polish = fx.v, jnp.zeros((), jnp.int32), st.polishes, st.next_polish
-        if polish:
-            step = st.admm_steps + 1
-            try_polish = finite & ~done & (step >= st.next_polish)
-            backoff = (jnp.asarray(opts.polish_backoff, dtype) * step.astype(dtype)).astype(jnp.int32)
-            wait = jnp.maximum(jnp.asarray(opts.polish_every, jnp.int32), backoff)
-            next_polish = jnp.where(try_polish, step + wait, st.next_polish)
-
-            def run_polish(_):
-                res = polish_relu(
-                    data, lam, fx.v, R + fx.b < 0, jnp.maximum(-rho_s * fx.b, 0), NewtonOptions(), opts.polish_budget
-                )
-                ok = jnp.isfinite(res.objective) & jnp.isfinite(res.gap)
-                return res._replace(gap=jnp.where(ok, res.gap, jnp.inf))
-
-            def skip(_):
-                return PolishResult(fx.v, objective, jnp.asarray(jnp.inf, dtype), violation, jnp.zeros((), jnp.int32))
-
-            res = lax.cond(try_polish, run_polish, skip, None)
-            accept = try_polish & certified(res.objective, res.gap, res.violation)
-            v_out = jnp.where(accept, res.W, fx.v)
-            objective = jnp.where(accept, res.objective, objective)
-            gap = jnp.where(accept, res.gap, gap)
-            violation = jnp.where(accept, res.violation, violation)
-            done = done | accept
-            polish_cost = res.iterations
-            polishes = polishes + try_polish.astype(jnp.int32)
         status = jnp.where(finite, jnp.where(done, Status.CONVERGED, RUNNING), Status.NONFINITE).astype(jnp.int32)
 
         def select(pred, x, y):
@@ -361,18 +334,18 @@ def solve_relu_admm(
         new = ADMMState(
             point=rescale(fx, f_v, f_s, f_z),
             u=u,
-            v_out=v_out,
+            v_out=fx.v,
             rho=rho * f_v,
             rho_s=rho_s * f_s,
             rho_z=rho_z * f_z,
             objective=objective,
             gap=gap,
             violation=violation,
-            iterations=st.iterations + 1 + cg_steps + polish_cost,
+            iterations=st.iterations + 1 + cg_steps,
             admm_steps=st.admm_steps + 1,
             cg_iterations=st.cg_iterations + cg_steps,
-            polishes=polishes,
-            next_polish=next_polish,
+            polishes=st.polishes,
+            next_polish=st.next_polish,
             status=status,
         )
         kept = select(finite, new, st)
@@ -383,7 +356,51 @@ def solve_relu_admm(
             report(kept, since=st.iterations, when=cond(st) & cond(kept))
         return kept
 
-    out = lax.while_loop(cond, body, state0)
+    def polish_step(st: ADMMState) -> ADMMState:
+        """After ADMM steps up to `next_polish`: polish once; a certified result ends the solve."""
+        XW = data.products(st.v_out)
+        _, R = data.split(XW)
+        b = st.point.b
+        gamma_admm = jnp.maximum(-st.rho_s * b, 0)  # ρ_s b does not change when balancing rescales ρ_s
+        attempt = cond(st) & (st.admm_steps >= st.next_polish)
+
+        def run_polish(_):
+            res = polish_relu(data, lam, st.v_out, R + b < 0, gamma_admm, NewtonOptions(), opts.polish_budget)
+            ok = jnp.isfinite(res.objective) & jnp.isfinite(res.gap)
+            return res._replace(gap=jnp.where(ok, res.gap, jnp.inf))
+
+        def skip(_):
+            return PolishResult(
+                st.v_out, st.objective, jnp.asarray(jnp.inf, dtype), st.violation, jnp.zeros((), jnp.int32)
+            )
+
+        res = lax.cond(attempt, run_polish, skip, None)
+        accept = attempt & (res.violation <= constraint_tol) & (res.gap <= tol * jnp.maximum(1, jnp.abs(res.objective)))
+        backoff = (jnp.asarray(opts.polish_backoff, dtype) * st.admm_steps.astype(dtype)).astype(jnp.int32)
+        wait = jnp.maximum(jnp.asarray(opts.polish_every, jnp.int32), backoff)
+        return st._replace(
+            v_out=jnp.where(accept, res.W, st.v_out),
+            objective=jnp.where(accept, res.objective, st.objective),
+            gap=jnp.where(accept, res.gap, st.gap),
+            violation=jnp.where(accept, res.violation, st.violation),
+            status=jnp.where(accept, Status.CONVERGED, st.status).astype(jnp.int32),
+            iterations=st.iterations + jnp.where(attempt, res.iterations, 0),
+            polishes=st.polishes + attempt.astype(jnp.int32),
+            next_polish=jnp.where(attempt, st.admm_steps + wait, st.next_polish),
+        )
+
+    if polish:
+        # ADMM steps until the next polish, then the polish, in an outer loop: under vmap (λ paths) a
+        # polish inside the step would run at every step (a batched cond runs both branches).
+        def until_polish(st: ADMMState):
+            return cond(st) & (st.admm_steps < st.next_polish)
+
+        def round_(st: ADMMState) -> ADMMState:
+            return polish_step(lax.while_loop(until_polish, body, st))
+
+        out = lax.while_loop(cond, round_, state0)
+    else:
+        out = lax.while_loop(cond, body, state0)
     out = out._replace(status=jnp.where(out.status == RUNNING, Status.MAX_ITERS, out.status).astype(jnp.int32))
     if monitor is not None:
         report(out, status=out.status)
