@@ -47,7 +47,7 @@ from .networks import to_network
 from .patterns import sample_gates
 from .solution import Status
 from .solvers.gated import solve_gated
-from .solvers.relu import check_relu_method, solve_relu
+from .solvers.relu import solve_relu
 
 __all__ = ["ConvexReLURegressor", "ConvexReLUClassifier"]
 
@@ -174,7 +174,6 @@ class _ConvexReLUBase(BaseEstimator):
             net = to_network(sol, jnp.asarray(np.pad(self.gates_, ((0, d_pad - d), (0, 0))), dtype))
         else:
             method = "al" if self.solver == "auto" else self.solver
-            check_relu_method(method, loss)
             sol = solve_relu(Fp, y_arg, Mp, lam, loss=loss, method=method, tol=tol, max_iters=self.max_iter)
             net = to_network(sol)
         net = net.prune()

@@ -211,7 +211,10 @@ def solve_relu_admm(
         objective = data.loss_value(z) + lam * prox.group_l1(v)
         grad = data.loss.grad(z, data.y, N)
         gamma = jnp.maximum(-rho_s * b, 0)
-        return objective, relu_duality_gap(data, lam, v, z, R, grad, gamma), relu_violation(R, XW, data.rows), R
+        return objective, relu_duality_gap(data, lam, v, z, R, grad, gamma), relu_violation(R, XW, data.rows)
+
+    def certified(objective, gap, violation):
+        return (violation <= constraint_tol) & (gap <= tol * jnp.maximum(1, jnp.abs(objective)))
 
     if opts.rho is None:  # the mean curvature of the loss per coordinate, so neither term dominates at first
         masks_f = data.masks.astype(dtype)
@@ -242,8 +245,8 @@ def solve_relu_admm(
         e=jnp.zeros_like(z0) if split else None,
     )
 
-    objective, gap, violation, _ = measure(W0, point0.b, rho_s0)
-    done = (violation <= constraint_tol) & (gap <= tol * jnp.maximum(1, jnp.abs(objective)))
+    objective, gap, violation = measure(W0, point0.b, rho_s0)
+    done = certified(objective, gap, violation)
     state0 = ADMMState(
         point=point0,
         u=W0,
@@ -319,17 +322,10 @@ def solve_relu_admm(
     def body(st: ADMMState) -> ADMMState:
         rho, rho_s, rho_z = st.rho, st.rho_s, st.rho_z
         u, fx, cg_steps, (f_v, f_s, f_z) = admm_map(st.point, st.u, rho, rho_s, rho_z)
-        objective, gap, violation, R = measure(fx.v, fx.b, rho_s)
+        objective, gap, violation = measure(fx.v, fx.b, rho_s)
         finite = jnp.isfinite(objective) & jnp.isfinite(gap) & jnp.all(jnp.isfinite(fx.v))
-
-        def certified(objective, gap, violation):
-            return (violation <= constraint_tol) & (gap <= tol * jnp.maximum(1, jnp.abs(objective)))
-
         done = certified(objective, gap, violation)
         status = jnp.where(finite, jnp.where(done, Status.CONVERGED, RUNNING), Status.NONFINITE).astype(jnp.int32)
-
-        def select(pred, x, y):
-            return jax.tree.map(lambda p, r: jnp.where(pred, p, r), x, y)
 
         new = ADMMState(
             point=rescale(fx, f_v, f_s, f_z),
@@ -348,7 +344,7 @@ def solve_relu_admm(
             next_polish=st.next_polish,
             status=status,
         )
-        kept = select(finite, new, st)
+        kept = jax.tree.map(lambda x, y: jnp.where(finite, x, y), new, st)
         kept = kept._replace(
             iterations=new.iterations, admm_steps=new.admm_steps, cg_iterations=new.cg_iterations, status=status
         )
@@ -365,7 +361,9 @@ def solve_relu_admm(
         attempt = cond(st) & (st.admm_steps >= st.next_polish)
 
         def run_polish(_):
-            res = polish_relu(data, lam, st.v_out, R + b < 0, gamma_admm, NewtonOptions(), opts.polish_budget)
+            res = polish_relu(
+                data, lam, st.v_out, R + b < 0, gamma_admm, evals[-1], NewtonOptions(), opts.polish_budget
+            )
             ok = jnp.isfinite(res.objective) & jnp.isfinite(res.gap)
             return res._replace(gap=jnp.where(ok, res.gap, jnp.inf))
 
@@ -375,7 +373,7 @@ def solve_relu_admm(
             )
 
         res = lax.cond(attempt, run_polish, skip, None)
-        accept = attempt & (res.violation <= constraint_tol) & (res.gap <= tol * jnp.maximum(1, jnp.abs(res.objective)))
+        accept = attempt & certified(res.objective, res.gap, res.violation)
         backoff = (jnp.asarray(opts.polish_backoff, dtype) * st.admm_steps.astype(dtype)).astype(jnp.int32)
         wait = jnp.maximum(jnp.asarray(opts.polish_every, jnp.int32), backoff)
         return st._replace(

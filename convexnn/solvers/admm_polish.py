@@ -117,16 +117,16 @@ def _tight_rows_projections(data: ReluData, tight: Bool[Array, "n c q"]):
     return evals, vecs, spanned
 
 
-def refine_zero_group_multipliers(data: ReluData, W: Array, theta: Array, gamma: Array, steps: int) -> Array:
+def refine_zero_group_multipliers(
+    data: ReluData, W: Array, theta: Array, gamma: Array, xtx_top: Scalar, steps: int
+) -> Array:
     """Γ ≥ 0 on the zero groups by projected gradient on ½ Σ_{g: W_g = 0} ‖(Kᵀ(θ, −Γ))_g‖², from the given Γ.
 
     A zero group is dual feasible when ‖(Fᵀθ)_g − Σ_j Γ_j s_j x_j‖ ≤ λ; its cone constraints are all tight
     (R = 0), so any Γ ≥ 0 leaves complementary slackness intact. ADMM's multipliers are close; a few
-    projected gradient steps (step 1/‖X‖², one K and one Kᵀ each) bring their groups inside the ball.
+    projected gradient steps (step 1/‖X‖², xtx_top = ‖X‖², one K and one Kᵀ each) bring their groups inside the ball.
     """
-    X = data.X
-    top = jnp.linalg.eigvalsh(row_total(jnp.matmul(X.T, X, precision=operators.PRECISION), data.rows))[-1]
-    step = 1 / jnp.maximum(top, jnp.finfo(X.dtype).tiny)
+    step = 1 / jnp.maximum(xtx_top, jnp.finfo(W.dtype).tiny)
     off = jnp.moveaxis(prox.group_norms(W) == 0, 0, 1)[None]  # (1, c, q)
 
     def body(_, g):
@@ -143,11 +143,15 @@ def polish_relu(
     v: Float[Array, "q d c"],
     tight: Bool[Array, "n c q"],
     gamma_outside: Float[Array, "n c q"],
+    xtx_top: Scalar,
     opts: NewtonOptions,
     budget: int | Int[Array, ""],
     refine_steps: int = 50,
 ) -> PolishResult:
-    """The polished point from ADMM's v (its non-zero groups), tight rows and cone multipliers; see above."""
+    """The polished point from ADMM's v (its non-zero groups), tight rows and cone multipliers; see above.
+
+    xtx_top: the largest eigenvalue of XᵀX (ADMM has it), the step of the zero groups' multiplier refinement.
+    """
     dtype = v.dtype
     active = prox.group_norms(v) > 0  # (q, c)
     tight = tight & jnp.moveaxis(active, 0, 1)[None]
@@ -190,7 +194,7 @@ def polish_relu(
     drop = (prox.group_norms(W) > 0) & (H_norms > lam * (1 + 1e-3))
     W = jnp.where(drop[:, None, :], 0, W)
     XW, z, R, theta, gamma = certificate_parts(W)
-    gamma = refine_zero_group_multipliers(data, W, theta, gamma, refine_steps)
+    gamma = refine_zero_group_multipliers(data, W, theta, gamma, xtx_top, refine_steps)
     objective = data.loss_value(z) + lam * prox.group_l1(W)
     gap = relu_duality_gap(data, lam, W, z, R, theta, gamma)
     return PolishResult(W=W, objective=objective, gap=gap, violation=relu_violation(R, XW, data.rows), iterations=cost)
