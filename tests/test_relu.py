@@ -26,13 +26,14 @@ CASES = {
 AL_PARAMS = [(name, lam) for name, (_, lams) in CASES.items() for lam in lams]
 # ADMM certifies a point only once its active-set polish lands on the optimum, i.e. once ADMM has found which
 # blocks are non-zero and which cone constraints are tight; these are the problems where it does so within
-# 60 000 iterations (teacher at 1e-3, diabetes at 1e-2 and breast_cancer at 1e-3 take longer).
+# 60 000 iterations (teacher at 1e-3, diabetes at 1e-2 and breast_cancer at 1e-3 take longer). digits runs at
+# 1e-2 for CI's time: at 1e-3 it certifies too, after 18 000 iterations and 17 polishes (~30 s).
 ADMM_PARAMS = [
     ("teacher", 1e-2),
     ("teacher", 3e-3),
     ("diabetes", 1.0),
     ("breast_cancer", 1e-2),
-    ("digits-squared", 1e-3),
+    ("digits-squared", 1e-2),
 ]
 
 
@@ -169,8 +170,8 @@ def test_enumeration_refuses_high_dimensions():
 
 def test_no_adam_run_beats_the_global_optimum():
     """With every pattern enumerated, the convex optimum is the non-convex network's global optimum."""
-    X, y = _toy(30, seed=4)
-    lam = 1e-3
+    X, y = _toy(20, seed=4)  # 382 patterns
+    lam = 3e-3
     masks = cn.enumerate_masks(X)
     sol = cn.solve_relu(X, y, masks, lam, tol=1e-9, constraint_tol=1e-9, max_iters=100_000)
     assert sol.status == cn.Status.CONVERGED
