@@ -31,14 +31,16 @@ def _masks(X: np.ndarray, P: int, seed: int, dtype) -> jax.Array:
     return jnp.asarray(np.asarray(X, np.float64) @ gates >= 0)
 
 
-def teacher(n: int = 250, d: int = 8, P: int = 50, seed: int = 0, dtype=jnp.float64) -> Problem:
-    """y = relu(X W*) α* + noise from a planted 4-neuron teacher."""
+def teacher(n: int = 250, d: int = 8, P: int = 50, seed: int = 0, dtype=jnp.float64, outputs: int = 1) -> Problem:
+    """y = relu(X W*) α* + noise from a planted 4-neuron teacher; y is (n,) for one output, else (n, outputs)."""
     rng = np.random.default_rng(seed)
     X = _with_bias(rng.standard_normal((n, d - 1)))
     W_t = rng.standard_normal((d, 4))
-    alpha = rng.standard_normal(4)
-    y = np.maximum(X @ W_t, 0) @ alpha + 0.1 * rng.standard_normal(n)
-    return Problem("teacher", jnp.asarray(X, dtype), jnp.asarray(y, dtype), _masks(X, P, seed, dtype), "squared")
+    tail = () if outputs == 1 else (outputs,)
+    alpha = rng.standard_normal((4, *tail))
+    y = np.maximum(X @ W_t, 0) @ alpha + 0.1 * rng.standard_normal((n, *tail))
+    name = "teacher" if outputs == 1 else f"teacher-{outputs}"
+    return Problem(name, jnp.asarray(X, dtype), jnp.asarray(y, dtype), _masks(X, P, seed, dtype), "squared")
 
 
 def diabetes(n: int = 300, P: int = 60, seed: int = 0, dtype=jnp.float64) -> Problem:
