@@ -346,9 +346,10 @@ def bench_size(n, d, P, args) -> dict:
     )
     runs: list[Run] = []
     clarabel = run_clarabel(prob, lam, p_star, measure, args) if not args.no_clarabel else None
-    if not args.no_convexnn and "al" in args.cn_methods:
+    methods = () if args.no_convexnn else args.cn_methods
+    if "al" in methods:
         runs += sweep_convexnn(prob, lam, p_star, measure, args, "al", args.cn_tols)
-    if not args.no_convexnn and "admm" in args.cn_methods:
+    if "admm" in methods:
         admm = sweep_convexnn(prob, lam, p_star, measure, args, "admm", args.admm_tols)
         runs += admm
         # CG with and without the Nyström preconditioner, at the last ADMM tol run.
@@ -438,6 +439,15 @@ def report(results, args, machine, load) -> str:
     return "\n".join(lines)
 
 
+def _methods(text: str) -> tuple[str, ...]:
+    """--cn-methods: a comma-separated subset of al, admm (a typo is an error, not a silently empty table)."""
+    methods = tuple(m.strip() for m in text.split(","))
+    unknown = set(methods) - {"al", "admm"}
+    if unknown or not methods:
+        raise argparse.ArgumentTypeError(f"expected a comma-separated subset of al,admm; got {text!r}")
+    return methods
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sizes", type=gv.parse_sizes, default="200x10x50,2000x50x200,10000x100x300")
@@ -460,9 +470,7 @@ def parse_args(argv=None):
     p.add_argument("--scnn-slow-repeats", type=int, default=None, help="slow pyscnn runs' repeats (or --slow-repeats)")
     p.add_argument("--no-scnn", action="store_true")
     p.add_argument("--no-convexnn", action="store_true", help="peers only (e.g. beside a process with --no-scnn)")
-    p.add_argument(
-        "--cn-methods", type=lambda s: s.split(","), default=["al", "admm"], help="convexnn methods to run (al,admm)"
-    )
+    p.add_argument("--cn-methods", type=_methods, default=("al", "admm"), help="convexnn methods to run (al,admm)")
     p.add_argument("--clarabel-max-n", type=int, default=2000)
     p.add_argument("--clarabel-time-limit", type=float, default=600.0)
     p.add_argument("--no-clarabel", action="store_true")
