@@ -32,7 +32,36 @@ from jaxtyping import Array, Float, Scalar
 
 from ._rows import Rows, row_all, row_sum
 
-__all__ = ["Loss", "Squared", "Logistic", "CrossEntropy", "get_loss"]
+__all__ = ["Loss", "Squared", "Logistic", "CrossEntropy", "get_loss", "softmax_bregman", "expm1_minus_x"]
+
+
+def expm1_minus_x(x: Array) -> Array:
+    """e^x − 1 − x, accurate to a few ulps relative also where it is tiny (|x| ≪ 1: ≈ x²/2)."""
+    small = jnp.abs(x) < 0.125
+    t = jnp.where(small, x, jnp.zeros((), x.dtype))
+    series = jnp.ones((), x.dtype)
+    for k in range(12, 2, -1):  # x²/2 · (1 + x/3 (1 + x/4 (… (1 + x/12)))): the tail is below float64's eps
+        series = 1 + t / k * series
+    return jnp.where(small, 0.5 * t * t * series, jnp.expm1(x) - x)
+
+
+def softmax_bregman(delta: Float[Array, "... k"], logits0: Float[Array, "... k"]) -> Float[Array, "..."]:
+    """KL(softmax(z0) ‖ softmax(z0 + δ)) over the last axis, from the step δ itself, without cancellation.
+
+    The Bregman divergence of logsumexp: lse(z0 + δ) − lse(z0) − ⟨p0, δ⟩ = log E_p0[e^δc] with
+    δc = δ − E_p0[δ]; written as log1p(E_p0[e^δc − 1 − δc] + r) − r, r = E_p0[δc] (zero up to rounding),
+    every term is second order in δ, so it keeps its relative accuracy where the divergence is far below
+    the rounding of lse(z0) (subtracting log-probabilities would not: float32 line searches then stall).
+    """
+    logp0 = jax.nn.log_softmax(logits0, axis=-1)
+    p0 = jnp.exp(logp0)
+    centred = delta - jnp.sum(p0 * delta, axis=-1, keepdims=True)
+    r = jnp.sum(p0 * centred, axis=-1)
+    small = jnp.max(jnp.abs(centred), axis=-1, keepdims=True) <= 1
+    excess = jnp.sum(p0 * expm1_minus_x(jnp.where(small, centred, 0)), axis=-1)
+    # Long steps (|δc| > 1, a divergence far above rounding): log E_p0[e^δc] as a logsumexp, which cannot overflow.
+    long = jax.nn.logsumexp(logp0 + jnp.where(small, 0, centred), axis=-1)
+    return jnp.maximum(jnp.where(small[..., 0], jnp.log1p(excess + r), long) - r, 0)
 
 
 class Loss(eqx.Module):
@@ -167,13 +196,10 @@ class Logistic(Loss):
         return row_sum(jnp.maximum(kl, 0), rows) / N
 
     def bregman(self, z1, z0, y, N, rows=None):
-        # KL(Bernoulli(σ(−u0)) ‖ Bernoulli(σ(−u1))), u = y z.
-        u0, u1 = y * z0, y * z1
-        p = jax.nn.sigmoid(-u0)
-        kl = p * (jax.nn.log_sigmoid(-u0) - jax.nn.log_sigmoid(-u1)) + (1 - p) * (
-            jax.nn.log_sigmoid(u0) - jax.nn.log_sigmoid(u1)
-        )
-        return row_sum(jnp.maximum(kl, 0), rows) / N
+        # softplus(−u) = logsumexp(0, −u) with u = y z: the two-class softmax Bregman divergence.
+        zero = jnp.zeros_like(z0)
+        logits0 = jnp.stack([zero, -y * z0], axis=-1)
+        return row_sum(softmax_bregman(jnp.stack([zero, -y * (z1 - z0)], axis=-1), logits0), rows) / N
 
     def hvp(self, z, dz, y, N):
         s = jax.nn.sigmoid(y * z)
@@ -244,9 +270,7 @@ class CrossEntropy(Loss):
         return row_sum(jnp.maximum(kl, 0), rows) / N
 
     def bregman(self, z1, z0, y, N, rows=None):
-        logp0 = jax.nn.log_softmax(z0, axis=1)
-        kl = jnp.sum(jnp.exp(logp0) * (logp0 - jax.nn.log_softmax(z1, axis=1)), axis=1)
-        return row_sum(jnp.maximum(kl, 0), rows) / N
+        return row_sum(softmax_bregman(z1 - z0, z0), rows) / N
 
     def hvp(self, z, dz, y, N):
         p = jax.nn.softmax(z, axis=1)

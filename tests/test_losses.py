@@ -334,3 +334,31 @@ def test_get_loss():
     assert losses.get_loss(inst) is inst
     with pytest.raises(ValueError):
         losses.get_loss("nope")
+
+
+@pytest.mark.parametrize("name", ["logistic", "cross_entropy"])
+@pytest.mark.parametrize("size", [1e-2, 1e-4, 1e-6])
+def test_float32_bregman_keeps_relative_accuracy_for_short_steps(name, size):
+    """The line search compares L's Bregman divergence of a step with ‖step‖²/2η: for short steps it must stay
+    accurate relative to itself in float32 (a difference of log-probabilities has error ~eps·|log p| instead,
+    and float32 line searches stalled on it). Reference: the same divergence in float64 from float64 values."""
+    rng = np.random.default_rng(7)
+    n, c = 64, 10 if name == "cross_entropy" else 1
+    loss = losses.get_loss(name)
+    y64 = np.eye(c)[rng.integers(0, c, n)] if name == "cross_entropy" else rng.choice([-1.0, 1.0], (n, 1))
+    z0 = 4 * rng.standard_normal((n, c))  # confident predictions: |log p| up to ~10
+    z1 = z0 + size * rng.standard_normal((n, c))
+    z0_32, z1_32, y32 = (jnp.asarray(a, jnp.float32) for a in (z0, z1, y64))
+    # The float64 reference sees exactly the float32 inputs, so only the formula's rounding differs.
+    ref = float(loss.bregman(*(jnp.asarray(a, jnp.float64) for a in (z1_32, z0_32, y32)), n * c if c == 1 else n))
+    got = float(loss.bregman(z1_32, z0_32, y32, n * c if c == 1 else n))
+    assert ref > 0
+    np.testing.assert_allclose(got, ref, rtol=1e-3)
+
+
+@pytest.mark.parametrize("name", ["logistic", "cross_entropy"])
+def test_bregman_of_long_steps_is_finite(name):
+    loss, y, N, z0, z1, value = setup(name, 0)
+    far = z0 + 300.0 * (z1 - z0)  # exp of the step overflows even float64
+    expected = float(value(far) - value(z0) - jnp.vdot(jax.grad(value)(z0), far - z0))
+    np.testing.assert_allclose(float(loss.bregman(far, z0, y, N)), expected, rtol=1e-9)
