@@ -18,6 +18,10 @@ __all__ = ["sample_gates", "activation_masks", "deduplicate_masks", "enumerate_m
 def sample_gates(key: PRNGKeyArray, d: int, num_gates: int, dtype: DTypeLike = jnp.float32) -> Float[Array, "d p"]:
     """Gate vectors g_1, …, g_P ~ N(0, I_d), stacked as the columns of a (d, P) matrix.
 
+    The draw is always made in float32 and then cast to `dtype`, so one key gives the same gates (the
+    float64 gates are exactly the float32 ones) in every precision, and switching precision does not change
+    the problem.
+
     Args:
         key: a JAX PRNG key.
         d: the number of features (columns of X).
@@ -33,7 +37,7 @@ def sample_gates(key: PRNGKeyArray, d: int, num_gates: int, dtype: DTypeLike = j
         raise ValueError(f"num_gates must be a positive integer; got {num_gates}")
     if not jnp.issubdtype(dtype, jnp.floating):
         raise ValueError(f"dtype must be a floating dtype; got {dtype}")
-    return jax.random.normal(key, (int(d), int(num_gates)), dtype=dtype)
+    return jax.random.normal(key, (int(d), int(num_gates)), dtype=jnp.float32).astype(dtype)
 
 
 def activation_masks(X: ArrayLike, gates: ArrayLike) -> Bool[Array, "n p"]:

@@ -132,7 +132,7 @@ def test_relu_lam_max_is_the_zero_threshold_of_the_exact_program(case):
     p = helpers.teacher(n=60, d=4, P=8, seed=3) if case == "teacher" else helpers.breast_cancer(n=60, P=6)
     if case == "breast_cancer":  # a few columns (bias last) and their own patterns: small QPs
         X = p.X[:, -5:]
-        p = p._replace(X=X, masks=cn.activation_masks(X, cn.sample_gates(jax.random.key(0), 5, 6, X.dtype)))
+        p = p._replace(X=X, masks=cn.activation_masks(X, jax.random.normal(jax.random.key(0), (5, 6), X.dtype)))
     gated = float(cn.lam_max(p.X, p.y, p.masks, loss=p.loss))
     top = float(cn.lam_max(p.X, p.y, p.masks, loss=p.loss, model="relu"))
     assert 0 < top <= gated * (1 + 1e-12)

@@ -52,6 +52,18 @@ def test_sample_gates_deterministic_by_key():
     np.testing.assert_array_equal(np.asarray(e), np.asarray(f))
 
 
+@pytest.mark.parametrize("seed, d, num_gates", [(0, 3, 4), (7, 11, 64), (123, 1, 1)])
+def test_sample_gates_same_draw_in_every_dtype(seed, d, num_gates):
+    """Switching precision must not change the problem: the float64 gates are the float32 gates, cast."""
+    g32 = np.asarray(patterns.sample_gates(jax.random.key(seed), d, num_gates, dtype=jnp.float32))
+    g64 = np.asarray(patterns.sample_gates(jax.random.key(seed), d, num_gates, dtype=jnp.float64))
+    np.testing.assert_array_equal(g64, g32.astype(np.float64))
+    for low in (jnp.float16, jnp.bfloat16):
+        g = patterns.sample_gates(jax.random.key(seed), d, num_gates, dtype=low)
+        assert g.dtype == jnp.dtype(low)
+        np.testing.assert_array_equal(np.asarray(g), np.asarray(jnp.asarray(g32).astype(low)))
+
+
 def test_sample_gates_standard_normal():
     g = np.asarray(patterns.sample_gates(jax.random.key(1), 4, 20_000, dtype=np.dtype("float64")))
     # 80k draws: the sample mean has sd 0.0035 and the sample variance sd 0.005.
