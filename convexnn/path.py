@@ -14,6 +14,7 @@ modes, both jittable and both returning a `Solution` whose fields carry a leadin
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable
 
 import equinox as eqx
@@ -23,9 +24,8 @@ import numpy as np
 from jax import lax
 from jax.typing import ArrayLike
 
-from . import _validate
+from . import _validate, progress
 from . import losses as _losses
-from . import progress
 from .sharding import RowSharded, check_problem, replicate, run_sharded
 from .solution import Solution
 from .solvers.admm import ADMMOptions
@@ -40,13 +40,42 @@ _MODELS = ("gated", "relu")
 
 
 def lam_grid(lam_max: ArrayLike, num: int = 16, ratio: float = 1e-3) -> jax.Array:
-    """λ_max, …, ratio·λ_max: `num` values spaced evenly on a log scale, largest first."""
-    if num < 1:
-        raise ValueError(f"num must be >= 1; got {num}")
-    if not 0 < ratio <= 1:
+    """λ_k = λ_max · ratio^(k/(num−1)), k = 0, …, num−1: evenly spaced on a log scale, largest first (num = 1: λ_max).
+
+    Args:
+        lam_max: the largest λ, a finite scalar ≥ 0 (e.g. from `lam_max`). It may be traced; a non-finite or
+            negative traced value then raises when the program runs (`eqx.error_if`).
+        num: the number of values, an integer ≥ 1.
+        ratio: the smallest value over the largest, a concrete number in (0, 1].
+
+    Returns:
+        λ of shape (num,), in lam_max's floating dtype (the default float dtype for an integer or a Python number).
+    """
+    try:
+        count = None if isinstance(num, bool) else operator.index(num)
+    except TypeError:
+        count = None
+    if count is None or count < 1:
+        raise ValueError(f"num must be an integer >= 1; got {num!r}")
+    try:
+        r = float(ratio)
+    except (TypeError, ValueError, jax.errors.ConcretizationTypeError):
+        raise ValueError(f"ratio must be a concrete number in (0, 1]; got {ratio!r}") from None
+    if not 0 < r <= 1:
         raise ValueError(f"ratio must be in (0, 1]; got {ratio}")
     top = jnp.asarray(lam_max)
-    return top * jnp.logspace(0, np.log10(ratio), num, dtype=top.dtype)
+    if top.ndim != 0:
+        raise ValueError(f"lam_max must be a scalar; got shape {top.shape}")
+    if not (jnp.issubdtype(top.dtype, jnp.floating) or jnp.issubdtype(top.dtype, jnp.integer)):
+        raise ValueError(f"lam_max must be a real number; got dtype {top.dtype}")
+    if not jnp.issubdtype(top.dtype, jnp.floating):
+        top = top.astype(jnp.result_type(float))
+    value = _validate.concrete(top)
+    if value is None:
+        top = eqx.error_if(top, ~jnp.isfinite(top) | (top < 0), "lam_max must be finite and >= 0")
+    elif not np.isfinite(value) or value < 0:
+        raise ValueError(f"lam_max must be finite and >= 0; got {value}")
+    return top * jnp.logspace(0, np.log10(r), count, dtype=top.dtype)
 
 
 def _sweep(solve: Callable[[jax.Array, jax.Array], Solution], lams: jax.Array, W0: jax.Array, mode: str) -> Solution:
@@ -67,9 +96,7 @@ def _sweep(solve: Callable[[jax.Array, jax.Array], Solution], lams: jax.Array, W
     return jax.tree.map(lambda a: a[inverse], sols)
 
 
-def _solver(
-    model, mode, X, Y, masks, tol, constraint_tol, max_iters, loss, polish, method, monitor, rows=None, N=None
-):
+def _solver(model, mode, X, Y, masks, tol, constraint_tol, max_iters, loss, polish, method, monitor, rows=None, N=None):
     """The single-λ solve (λ, W_start) -> Solution of `model` on one device's rows (all rows when `rows` is None).
 
     On unsharded data the gated solve is `gated_core`, so the path is differentiable like `solve_gated`.

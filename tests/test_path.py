@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -84,7 +85,15 @@ def test_relu_path_modes_agree_with_admm(relu_prob, relu_lams):
     p = relu_prob
     al = cn.solve_path(p.X, p.y, p.masks, relu_lams, model="relu", mode="warm", tol=1e-8, constraint_tol=1e-8)
     admm = cn.solve_path(
-        p.X, p.y, p.masks, relu_lams, model="relu", method="admm", mode="vmap", tol=1e-7, constraint_tol=1e-7,
+        p.X,
+        p.y,
+        p.masks,
+        relu_lams,
+        model="relu",
+        method="admm",
+        mode="vmap",
+        tol=1e-7,
+        constraint_tol=1e-7,
         max_iters=60_000,
     )
     np.testing.assert_allclose(np.asarray(admm.objective), np.asarray(al.objective), rtol=1e-6)
@@ -108,6 +117,35 @@ def test_bad_paths_are_refused(prob):
         cn.solve_path(prob.X, prob.y, prob.masks, jnp.array([1.0]), model="relu", method="sgd")
     with pytest.raises(ValueError, match="ratio must be in"):
         cn.lam_grid(1.0, ratio=2.0)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -1.0])
+def test_lam_grid_refuses_a_non_finite_or_negative_lam_max(bad):
+    with pytest.raises(ValueError, match="lam_max must be finite and >= 0"):
+        cn.lam_grid(bad)
+    with pytest.raises(ValueError, match="lam_max must be a scalar"):
+        cn.lam_grid(jnp.ones(3))
+
+
+@pytest.mark.parametrize("bad", [float("nan"), -1.0])
+def test_lam_grid_refuses_a_bad_traced_lam_max(bad):
+    grid = eqx.filter_jit(lambda top: cn.lam_grid(top, num=4, ratio=1e-3))
+    np.testing.assert_allclose(grid(jnp.asarray(2.0)), 2.0 * np.logspace(0, -3, 4), rtol=1e-12)
+    with pytest.raises(Exception, match="lam_max must be finite and >= 0"):
+        jax.block_until_ready(grid(jnp.asarray(bad)))
+
+
+def test_lam_grid_checks_num_and_ratio():
+    with pytest.raises((ValueError, TypeError), match="num"):
+        cn.lam_grid(1.0, num=2.5)
+    with pytest.raises(ValueError, match="num must be an integer >= 1"):
+        cn.lam_grid(1.0, num=0)
+    with pytest.raises(ValueError, match="ratio must be in"):
+        cn.lam_grid(1.0, ratio=float("nan"))
+    # An integer λ_max gives a float grid, not one rounded to integers.
+    grid = cn.lam_grid(1, num=3, ratio=1e-2)
+    assert jnp.issubdtype(grid.dtype, jnp.floating)
+    np.testing.assert_allclose(grid, [1.0, 0.1, 0.01], rtol=1e-12)
 
 
 def test_plot_path_draws_every_panel(prob, lams, tmp_path):
