@@ -78,13 +78,20 @@ def to_network(solution: Solution, gates: ArrayLike | None = None) -> Network:
     """The network of a solution: w = u/√‖u‖, α = √‖u‖ per non-zero block (α = −√‖v‖ for the V blocks).
 
     Args:
-        solution: from `solve_relu` (weights (U, V)) or `solve_gated` (weights W; then `gates` is needed).
+        solution: from `solve_relu` (weights (U, V)) or `solve_gated` (weights W; then `gates` is needed), for a
+            single λ: of a path from `solve_path`, pass one point, `path[k]`.
         gates: the gate vectors (d, P) a gated solution was solved with.
 
     Returns:
         a `Network` with one neuron per block and output (zero neurons included, so it jits and vmaps;
         `Network.prune()` drops them). Its non-convex objective equals the solution's convex objective.
     """
+    lead = jnp.shape(solution.status)
+    if lead:
+        raise ValueError(
+            f"solution must be for a single λ; got fields with a leading axis of shape {lead} (a path from "
+            "solve_path, or a batch of solves): pick one λ with solution[k], as in to_network(path[k], gates)"
+        )
     weights = solution.weights
     if isinstance(weights, tuple | list):
         U, V = weights

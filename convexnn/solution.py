@@ -29,7 +29,7 @@ RUNNING = -1
 class Solution(eqx.Module):
     """A solver's result: weights and a certificate of how good they are.
 
-    On a regularisation path every field gains a leading λ axis.
+    On a regularisation path every field gains a leading λ axis; `path[k]` is the solution at λ = path.lam[k].
 
     Attributes:
         weights: (P, d) for y of shape (n,), (P, d, c) for y of shape (n, c); a pair (U, V) of those for
@@ -52,6 +52,32 @@ class Solution(eqx.Module):
     status: Int[Array, "*lam"]
     lam: Float[Array, "*lam"]
     stats: dict = eqx.field(default_factory=dict)
+
+    def __getitem__(self, index: Any) -> Solution:
+        """The solutions at `index` along the leading λ axis of a path: `path[k]` is the solve at λ = path.lam[k].
+
+        Args:
+            index: an integer k (then every field loses its λ axis), a slice, or an integer or boolean array
+                over the path's m values of λ.
+
+        Returns:
+            a `Solution` with every array field, the weights and the stats indexed at `index`.
+
+        Raises:
+            ValueError: for a solution of a single λ (no leading axis to index).
+            IndexError: for an index out of range of the path's m values.
+        """
+        m = np.shape(self.status)
+        if not m:
+            raise ValueError(
+                "solution[k] picks one λ of a path (from solve_path, fields with a leading λ axis); "
+                "this solution is for a single λ"
+            )
+        try:
+            index = np.arange(m[0])[index]  # NumPy's bounds and shape checks; JAX indexing would clamp
+        except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError, TypeError):
+            pass  # a traced index: JAX's indexing rules apply
+        return jax.tree.map(lambda a: a[index], self)
 
     @property
     def converged(self) -> Any:

@@ -1,0 +1,81 @@
+"""Networks read off solutions: one λ of a path, single samples, and save/load round trips."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import convexnn as cn
+
+from . import helpers
+
+TOL = 1e-10
+
+
+@pytest.fixture(scope="module")
+def gated_problem():
+    p = helpers.teacher(n=80, d=4, P=1, seed=2)
+    gates = cn.sample_gates(jax.random.key(3), 4, 10, dtype=jnp.float64)
+    return p.X, p.y, gates, cn.activation_masks(p.X, gates)
+
+
+def _lams(num=3):
+    return cn.lam_grid(0.5, num=num, ratio=1e-2)
+
+
+# ----------------------------------------------------------------------------------------------- one λ of a path
+
+
+def test_to_network_refuses_a_path_and_says_how_to_pick_one_lam(gated_problem):
+    X, y, gates, masks = gated_problem
+    path = cn.solve_path(X, y, masks, _lams(), tol=1e-6)
+    with pytest.raises(ValueError, match=r"solution must be for a single λ.*path\[k\]"):
+        cn.to_network(path, gates)
+    relu = cn.solve_path(X, y, masks[:, :4], _lams(num=2), model="relu", max_iters=20)
+    with pytest.raises(ValueError, match=r"solution must be for a single λ.*path\[k\]"):
+        cn.to_network(relu)
+
+
+def test_one_lam_of_a_gated_path_is_the_network_of_a_single_solve(gated_problem):
+    X, y, gates, masks = gated_problem
+    lams = _lams()
+    path = cn.solve_path(X, y, masks, lams, tol=TOL)
+    for k in range(lams.shape[0]):
+        point = path[k]
+        assert point.weights.shape == path.weights.shape[1:] and point.objective.shape == ()
+        assert float(point.lam) == float(lams[k])
+        net = cn.to_network(point, gates)
+        single = cn.to_network(cn.solve_gated(X, y, masks, lams[k], tol=TOL), gates)
+        np.testing.assert_allclose(net(X), single(X), rtol=1e-6, atol=1e-8)
+        objective = float(cn.network_objective(net, X, y, lams[k]))
+        np.testing.assert_allclose(objective, float(path.objective[k]), rtol=1e-10)
+
+
+def test_one_lam_of_a_relu_path_is_its_network(gated_problem):
+    X, y, _, masks = gated_problem
+    masks = masks[:, :4]
+    lams = _lams(num=2)
+    path = cn.solve_path(X, y, masks, lams, model="relu", tol=1e-9, constraint_tol=1e-9)
+    for k in range(lams.shape[0]):
+        point = path[k]
+        assert all(w.shape == path.weights[0].shape[1:] for w in point.weights)
+        assert all(np.shape(v) == () for v in point.stats.values())
+        net = cn.to_network(point)
+        assert net.gates is None and net.width == 2 * masks.shape[1]
+        objective = float(cn.network_objective(net, X, y, lams[k]))
+        np.testing.assert_allclose(objective, float(path.objective[k]), rtol=1e-7)
+
+
+def test_indexing_a_solution(gated_problem):
+    X, y, _, masks = gated_problem
+    lams = _lams()
+    path = cn.solve_path(X, y, masks, lams, tol=1e-6)
+    np.testing.assert_array_equal(path[1:].lam, lams[1:])
+    np.testing.assert_array_equal(path[np.array([2, 0])].objective, path.objective[np.array([2, 0])])
+    np.testing.assert_array_equal(path[-1].weights, path.weights[-1])
+    with pytest.raises(IndexError):
+        path[3]  # JAX indexing would clamp to the last λ
+    with pytest.raises(ValueError, match="picks one λ of a path"):
+        path[0][0]
