@@ -39,17 +39,32 @@ class Network(eqx.Module):
     gates: Float[Array, "d m"] | None = None
     squeeze: bool = eqx.field(static=True, default=False)
 
-    def hidden(self, X: Float[Array, "n d"]) -> Float[Array, "n m"]:
-        """The hidden layer's activations."""
+    def _check_input(self, X: Array) -> None:
+        d = self.W1.shape[0]
+        if X.ndim not in (1, 2) or X.shape[-1] != d:
+            raise ValueError(f"X must be (n, d), or (d,) for one sample, with d = {d}; got shape {X.shape}")
+
+    def hidden(self, X: Float[Array, "*n d"]) -> Float[Array, "*n m"]:
+        """act(X W1): the hidden layer's activations, (n, m) for X (n, d) and (m,) for one sample x (d,)."""
+        X = jnp.asarray(X)
+        self._check_input(X)
         pre = jnp.matmul(X, self.W1, precision=jax.lax.Precision.HIGHEST)
         if self.gates is None:
             return jax.nn.relu(pre)
         on = jnp.matmul(X, self.gates, precision=jax.lax.Precision.HIGHEST) >= 0
         return jnp.where(on, pre, jnp.zeros((), pre.dtype))
 
-    def __call__(self, X: Float[Array, "n d"]) -> Float[Array, "n *c"]:
+    def __call__(self, X: Float[Array, "*n d"]) -> Float[Array, "..."]:
+        """f(X) = act(X W1) w2.
+
+        Args:
+            X: rows (n, d), or one sample x (d,).
+
+        Returns:
+            predictions (n, c), or (n,) when `squeeze`; for one sample (c,), or a scalar when `squeeze`.
+        """
         out = jnp.matmul(self.hidden(X), self.w2, precision=jax.lax.Precision.HIGHEST)
-        return out[:, 0] if self.squeeze else out
+        return out[..., 0] if self.squeeze else out
 
     @property
     def width(self) -> int:

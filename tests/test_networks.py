@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import convexnn as cn
+from convexnn.networks import Network
 
 from . import helpers
 
@@ -19,6 +20,13 @@ def gated_problem():
     p = helpers.teacher(n=80, d=4, P=1, seed=2)
     gates = cn.sample_gates(jax.random.key(3), 4, 10, dtype=jnp.float64)
     return p.X, p.y, gates, cn.activation_masks(p.X, gates)
+
+
+def _network(rng, d, m, c, gated, squeeze, dtype=jnp.float64):
+    W1 = jnp.asarray(rng.standard_normal((d, m)), dtype)
+    w2 = jnp.asarray(rng.standard_normal((m, c)), dtype)
+    gates = jnp.asarray(rng.standard_normal((d, m)), dtype) if gated else None
+    return Network(W1=W1, w2=w2, gates=gates, squeeze=squeeze)
 
 
 def _lams(num=3):
@@ -79,3 +87,20 @@ def test_indexing_a_solution(gated_problem):
         path[3]  # JAX indexing would clamp to the last λ
     with pytest.raises(ValueError, match="picks one λ of a path"):
         path[0][0]
+
+
+# ----------------------------------------------------------------------------------------------- single samples
+
+
+@pytest.mark.parametrize("gated", [True, False])
+@pytest.mark.parametrize("squeeze", [True, False])
+def test_a_single_sample_gives_the_row_of_the_batched_call(gated, squeeze):
+    net = _network(np.random.default_rng(0), d=4, m=6, c=1 if squeeze else 3, gated=gated, squeeze=squeeze)
+    X = jnp.asarray(np.random.default_rng(1).standard_normal((5, 4)))
+    batched = net(X)
+    for i in range(X.shape[0]):
+        one = net(X[i])
+        assert one.shape == batched.shape[1:]
+        np.testing.assert_allclose(one, batched[i], rtol=1e-13, atol=1e-15)  # a matvec may round differently
+    with pytest.raises((ValueError, TypeError)):
+        net(X[:, :3])
