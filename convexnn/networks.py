@@ -12,6 +12,12 @@ satisfies its cone constraint. For gated solutions the network keeps the gates: 
 
 from __future__ import annotations
 
+import io
+import json
+import os
+import zipfile
+from collections.abc import Callable
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -26,8 +32,15 @@ from .solution import Solution
 __all__ = ["Network", "to_network", "network_objective"]
 
 
+_FORMAT = "convexnn.Network"
+_VERSION = 1
+_HEADER = "header"
+
+
 class Network(eqx.Module):
     """f(X) = act(X W1) w2, with act = relu, or the gate 1[X G ≥ 0] ⊙ (X W1) when `gates` is set.
+
+    `net.save(path)` writes it to one file and `Network.load(path)` rebuilds it exactly, gates and all.
 
     Attributes:
         W1: first layer (d, m); w2: second layer (m, c); gates: (d, m) or None.
@@ -75,6 +88,112 @@ class Network(eqx.Module):
         keep = np.flatnonzero(np.any(np.asarray(self.W1) != 0, axis=0) & np.any(np.asarray(self.w2) != 0, axis=1))
         gates = None if self.gates is None else self.gates[:, keep]
         return Network(W1=self.W1[:, keep], w2=self.w2[keep], gates=gates, squeeze=self.squeeze)
+
+    def save(self, path: str | os.PathLike | io.IOBase) -> None:
+        """Write the network to one .npz file: its arrays and a JSON header with what rebuilds it.
+
+        The header records the format, gated or not, `squeeze`, and every array's shape and dtype, so
+        `Network.load` needs nothing but the file. Arrays are stored bit for bit, in their own dtype.
+
+        Args:
+            path: a file name (written as given: no suffix is added) or a binary file object.
+        """
+        arrays = {"W1": self.W1, "w2": self.w2} | ({} if self.gates is None else {"gates": self.gates})
+        host = {name: np.asarray(a) for name, a in arrays.items()}
+        header = {
+            "format": _FORMAT,
+            "version": _VERSION,
+            "gated": self.gates is not None,
+            "squeeze": self.squeeze,
+            "shapes": {name: list(a.shape) for name, a in host.items()},
+            "dtypes": {name: jnp.dtype(a.dtype).name for name, a in host.items()},
+        }
+        host[_HEADER] = np.array(json.dumps(header))
+        if isinstance(path, str | os.PathLike):
+            with open(path, "wb") as f:
+                np.savez(f, **host)
+        else:
+            np.savez(path, **host)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike | io.IOBase) -> Network:
+        """The network that `Network.save` wrote to `path`, rebuilt exactly (arrays, dtypes, gates, squeeze).
+
+        Args:
+            path: a file name or a binary file object.
+
+        Returns:
+            the `Network`; its predictions equal the saved network's bit for bit.
+
+        Raises:
+            ValueError: when the file is not a network written by `Network.save`, or holds float64 arrays
+                while JAX runs without x64 (they would be rounded to float32).
+        """
+        where = os.fspath(path) if isinstance(path, str | os.PathLike) else getattr(path, "name", "the file")
+
+        def refuse(why: str) -> ValueError:
+            return ValueError(f"{where} is not a Network saved by Network.save: {why}")
+
+        try:
+            data = np.load(path, allow_pickle=False)
+        except (ValueError, EOFError, zipfile.BadZipFile) as err:
+            raise refuse(f"not an .npz file ({err})") from None
+        if not isinstance(data, np.lib.npyio.NpzFile):
+            raise refuse("a single .npy array, not an .npz archive")
+        with data:
+            if _HEADER not in data.files:
+                raise refuse(f"no {_HEADER!r} entry; it holds {sorted(data.files)}")
+            names, shapes, dtypes, squeeze = _read_header(data, refuse)
+            if sorted(data.files) != sorted([*names, _HEADER]):
+                raise refuse(f"it holds {sorted(data.files)}; expected {sorted([*names, _HEADER])}")
+            arrays = {}
+            for name in names:
+                try:
+                    a = data[name]
+                except ValueError as err:
+                    raise refuse(f"{name} is unreadable ({err})") from None
+                dtype = dtypes[name]
+                if a.dtype != dtype and a.dtype.kind == "V" and a.dtype.itemsize == dtype.itemsize:
+                    a = a.view(dtype)  # NumPy stores dtypes it does not know (bfloat16) as raw bytes
+                if a.dtype != dtype or a.shape != shapes[name]:
+                    raise refuse(f"{name} is {a.dtype}{list(a.shape)}; its header says {dtype}{list(shapes[name])}")
+                arrays[name] = a
+        if any(jax.dtypes.canonicalize_dtype(a.dtype) != a.dtype for a in arrays.values()):
+            raise ValueError(
+                f"{where} holds float64 arrays: enable float64 first (jax.config.update('jax_enable_x64', True)) "
+                "to load them without rounding"
+            )
+        return cls(
+            W1=jnp.asarray(arrays["W1"]),
+            w2=jnp.asarray(arrays["w2"]),
+            gates=jnp.asarray(arrays["gates"]) if "gates" in arrays else None,
+            squeeze=squeeze,
+        )
+
+
+def _read_header(data: np.lib.npyio.NpzFile, refuse: Callable[[str], ValueError]) -> tuple[list, dict, dict, bool]:
+    """The array names, shapes, dtypes and `squeeze` that a saved network's JSON header records, checked."""
+    try:
+        header = json.loads(str(data[_HEADER][()]))
+    except (ValueError, TypeError, IndexError) as err:
+        raise refuse(f"unreadable header ({err})") from None
+    if not isinstance(header, dict) or header.get("format") != _FORMAT:
+        raise refuse(f"its header is not a {_FORMAT} header")
+    if header.get("version") != _VERSION:
+        raise refuse(f"format version {header.get('version')!r}; this convexnn reads version {_VERSION}")
+    gated, squeeze = header.get("gated"), header.get("squeeze")
+    if not isinstance(gated, bool) or not isinstance(squeeze, bool):
+        raise refuse(f"the header's gated and squeeze must be booleans; got {gated!r}, {squeeze!r}")
+    names = ["W1", "w2"] + (["gates"] if gated else [])
+    try:
+        shapes = {name: tuple(int(n) for n in header["shapes"][name]) for name in names}
+        dtypes = {name: np.dtype(jnp.dtype(header["dtypes"][name])) for name in names}
+    except (KeyError, TypeError, ValueError) as err:
+        raise refuse(f"the header lacks the shape or dtype of an array ({err!r})") from None
+    W1, w2 = shapes["W1"], shapes["w2"]
+    if len(W1) != 2 or len(w2) != 2 or w2[0] != W1[1] or (gated and shapes["gates"] != W1):
+        raise refuse(f"inconsistent shapes {shapes}: expected W1 (d, m), w2 (m, c), gates (d, m)")
+    return names, shapes, dtypes, squeeze
 
 
 def _neurons(W: Array, sign: float) -> tuple[Array, Array]:

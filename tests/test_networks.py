@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -104,3 +106,80 @@ def test_a_single_sample_gives_the_row_of_the_batched_call(gated, squeeze):
         np.testing.assert_allclose(one, batched[i], rtol=1e-13, atol=1e-15)  # a matvec may round differently
     with pytest.raises((ValueError, TypeError)):
         net(X[:, :3])
+
+
+# -------------------------------------------------------------------------------------------------- save / load
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
+@pytest.mark.parametrize("gated", [True, False])
+@pytest.mark.parametrize("squeeze", [True, False])
+def test_save_and_load_rebuild_the_network_exactly(tmp_path, dtype, gated, squeeze):
+    net = _network(np.random.default_rng(4), d=5, m=7, c=1 if squeeze else 3, gated=gated, squeeze=squeeze, dtype=dtype)
+    path = tmp_path / "net.npz"
+    net.save(path)
+    back = Network.load(path)
+    assert (back.gates is None) == (not gated) and back.squeeze == squeeze
+    for a, b in [(net.W1, back.W1), (net.w2, back.w2)] + ([(net.gates, back.gates)] if gated else []):
+        assert a.dtype == b.dtype and a.shape == b.shape
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    X = jnp.asarray(np.random.default_rng(5).standard_normal((9, 5)), dtype)
+    np.testing.assert_array_equal(np.asarray(back(X)), np.asarray(net(X)))
+    # A file object works too, and the name is used exactly as given (no suffix added).
+    buffer = io.BytesIO()
+    net.save(buffer)
+    buffer.seek(0)
+    np.testing.assert_array_equal(np.asarray(Network.load(buffer)(X)), np.asarray(net(X)))
+    net.save(tmp_path / "plain")
+    assert (tmp_path / "plain").exists() and not (tmp_path / "plain.npz").exists()
+
+
+def test_a_gated_network_from_a_solve_loads_with_its_gates(tmp_path, gated_problem):
+    X, y, gates, masks = gated_problem
+    net = cn.to_network(cn.solve_gated(X, y, masks, 1e-2, tol=1e-8), gates)
+    net.save(tmp_path / "gated.npz")
+    back = Network.load(tmp_path / "gated.npz")
+    assert back.gates is not None
+    np.testing.assert_array_equal(np.asarray(back(X)), np.asarray(net(X)))
+    # The gates change the function: a plain ReLU net with the same weights predicts otherwise.
+    assert not np.allclose(np.asarray(Network(W1=back.W1, w2=back.w2, squeeze=True)(X)), np.asarray(net(X)))
+
+
+def test_bfloat16_networks_round_trip(tmp_path):
+    net = _network(np.random.default_rng(6), d=3, m=4, c=2, gated=True, squeeze=False, dtype=jnp.bfloat16)
+    net.save(tmp_path / "bf16.npz")
+    back = Network.load(tmp_path / "bf16.npz")
+    assert back.W1.dtype == jnp.bfloat16
+    np.testing.assert_array_equal(np.asarray(back.W1, np.float32), np.asarray(net.W1, np.float32))
+
+
+def test_load_refuses_what_is_not_a_saved_network(tmp_path):
+    def refused(path, match="is not a Network saved by Network.save"):
+        with pytest.raises(ValueError, match=match):
+            Network.load(path)
+
+    (tmp_path / "text").write_text("hello")
+    refused(tmp_path / "text")
+    (tmp_path / "empty").write_bytes(b"")
+    refused(tmp_path / "empty")
+    np.save(tmp_path / "array.npy", np.ones(3))
+    refused(tmp_path / "array.npy")
+    np.savez(tmp_path / "arrays.npz", W1=np.ones((2, 3)), w2=np.ones((3, 1)))
+    refused(tmp_path / "arrays.npz", match="no 'header' entry")
+
+    net = _network(np.random.default_rng(7), d=2, m=3, c=1, gated=True, squeeze=True)
+    net.save(tmp_path / "net.npz")
+    with np.load(tmp_path / "net.npz") as data:
+        saved = dict(data)
+    header = str(saved["header"][()])
+    for old, new, match in [
+        ('"convexnn.Network"', '"other"', "header is not a convexnn.Network header"),
+        ('"version": 1', '"version": 99', "format version 99"),
+        ('"gated": true', '"gated": false', "expected"),
+        ('"W1": [2, 3]', '"W1": [2, 4]', "inconsistent shapes"),
+    ]:
+        assert old in header
+        np.savez(tmp_path / "bad.npz", **(saved | {"header": np.array(header.replace(old, new))}))
+        refused(tmp_path / "bad.npz", match=match)
+    np.savez(tmp_path / "bad.npz", **(saved | {"gates": saved["gates"].astype(np.float32)}))
+    refused(tmp_path / "bad.npz", match="gates is float32")
