@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import pathlib
+import re
 
 import pytest
 
@@ -25,6 +27,12 @@ def test_tune_lambda_lowers_the_validation_loss(capsys):
     assert losses[-1] < losses[0]
 
 
+def _table(out: str) -> dict[str, list[str]]:
+    """The demo's table: row label -> cells (columns are separated by two or more spaces)."""
+    rows = (re.split(r" {2,}", line.strip()) for line in out.splitlines() if line.startswith("  "))
+    return {cells[0]: cells[1:] for cells in rows}
+
+
 def test_demo_prints_a_certified_table_and_plots(capsys, tmp_path):
     import matplotlib
 
@@ -34,14 +42,29 @@ def test_demo_prints_a_certified_table_and_plots(capsys, tmp_path):
     png = tmp_path / "demo.png"
     main(["--dataset", "diabetes", "--gates", "16", "--tol", "1e-4", "--plot", str(png)])
     out = capsys.readouterr().out
-    assert "status" in out and "converged" in out
-    assert "duality gap (certified)" in out
+    rows = _table(out)
+    assert rows["status"][0] == "converged"
     assert "Adam (same gated net)" in out
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    rows = {line.split()[0]: line.split()[1:] for line in out.splitlines() if line.startswith("  objective")}
     convex, adam = (float(v) for v in rows["objective"][:2])
-    gap = float(next(line.split()[3] for line in out.splitlines() if "duality gap (certified)" in line))
+    gap, adam_bound = (float(v) for v in rows["objective − p* ≤ (certified)"][:2])
     assert adam >= convex - gap  # the same network: Adam cannot beat the certified optimum
+    assert adam_bound == pytest.approx(adam - (convex - gap), rel=1e-2, abs=1e-6)
+    # The note under the table says which networks p* is the optimum of: those of the sampled gates only.
+    note = " ".join(out.split())
+    assert "p* is the least objective of networks whose neuron i is switched by 1[x·g_i ≥ 0], for the P = 16" in note
+    assert "says nothing about networks with other gates or activation patterns" in note
+
+
+def test_demo_says_an_unrestricted_relu_net_is_not_covered():
+    from convexnn.__main__ import _what_is_certified
+
+    args = argparse.Namespace(model="relu", gates=32)
+    below = " ".join(_what_is_certified(args, 331, low=0.5, adam_obj=0.4).split())
+    assert "patterns on the 331 training rows are among the P = 32 sampled ones" in below
+    assert "not covered and may go below p*: it does, 0.4 < 0.5" in below
+    above = " ".join(_what_is_certified(args, 331, low=0.5, adam_obj=0.6).split())
+    assert "not covered and may go below p*." in above and "it does" not in above
 
 
 @pytest.mark.parametrize("name", ["tune_lambda"])
