@@ -19,7 +19,9 @@ Needs scikit-learn (`pip install 'convexnn[demo]'`); the rest of convexnn does n
 from __future__ import annotations
 
 import math
-from typing import Any
+import numbers
+import warnings
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -27,6 +29,7 @@ import numpy as np
 
 try:
     from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+    from sklearn.exceptions import ConvergenceWarning
     from sklearn.preprocessing import LabelEncoder
     from sklearn.utils.metaestimators import available_if
     from sklearn.utils.multiclass import check_classification_targets
@@ -45,7 +48,7 @@ except ImportError:  # pragma: no cover - older scikit-learn
 from . import losses as _losses
 from .networks import to_network
 from .patterns import sample_gates
-from .solution import Status
+from .solution import Solution, Status
 from .solvers.gated import solve_gated
 from .solvers.relu import solve_relu
 
@@ -66,6 +69,85 @@ def padded_rows(n: int) -> int:
 def padded_columns(d: int) -> int:
     """The column count a fit on d features is solved at: the next multiple of 8."""
     return 8 * math.ceil(d / 8)
+
+
+def _is_real_scalar(x: Any) -> bool:
+    return isinstance(x, numbers.Real | np.floating | np.integer) and not isinstance(x, bool)
+
+
+def _check_lam(lam: Any) -> None:
+    """lam must be one real number ≥ 0; a list of them belongs to a search over λ."""
+    if np.ndim(lam) != 0:
+        raise ValueError(
+            f"lam must be a scalar (one λ per fit); got {type(lam).__name__} of shape {np.shape(lam)}. To choose λ "
+            "among several, use GridSearchCV"
+        )
+    if not _is_real_scalar(lam) and not (isinstance(lam, np.ndarray) and lam.dtype.kind in "fiu"):
+        raise ValueError(f"lam must be a real number >= 0; got {lam!r}")
+    if not (np.isfinite(lam) and lam >= 0):
+        raise ValueError(f"lam must be finite and >= 0; got {lam!r}")
+
+
+def _mean_and_scale(A: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Column means and standard deviations of a finite float64 A (n, k), without overflow or underflow.
+
+    Each column is divided by its largest magnitude first, so squares stay in range at any scale (np.std of
+    1e200 is inf; of 1e-200, 0). Columns constant up to rounding (std ≤ 10 eps of their magnitude) get scale 1.
+    """
+    top = np.max(np.abs(A), axis=0)
+    top = np.where(top > 0, top, 1.0)
+    B = A / top
+    std = B.std(axis=0)
+    return B.mean(axis=0) * top, np.where(std > 10 * np.finfo(np.float64).eps, std * top, 1.0)
+
+
+class _Scaling(NamedTuple):
+    """Training statistics: X̃ = [(X − x_mean)/x_scale, 1], outputs ŷ = f·y_scale + y_mean (None: identity)."""
+
+    x_mean: np.ndarray | None
+    x_scale: np.ndarray | None
+    y_mean: np.ndarray | None
+    y_scale: np.ndarray | None
+    intercept: bool
+
+    def features(self, X: np.ndarray) -> np.ndarray:
+        F = np.asarray(X, dtype=np.float64)
+        if self.x_mean is not None:
+            F = (F - self.x_mean) / self.x_scale
+        if self.intercept:
+            F = np.hstack([F, np.ones((F.shape[0], 1))])
+        return F
+
+    def targets(self, Y: np.ndarray) -> np.ndarray:
+        return Y if self.y_mean is None else (Y - self.y_mean) / self.y_scale
+
+    def outputs(self, Z: np.ndarray) -> np.ndarray:
+        return Z if self.y_mean is None else Z * self.y_scale + self.y_mean
+
+
+class _Problem(NamedTuple):
+    """One fit's convex program: float64 features, masks and targets, and their padded copies for the solver."""
+
+    F: np.ndarray  # (n, d̃) float64
+    masks: np.ndarray  # (n, P) bool
+    Y: np.ndarray  # (n, c) float64, in the loss's form (standardized for regression)
+    loss: _losses.Loss
+    Fp: np.ndarray  # (n_pad, d_pad) in the solve dtype
+    Mp: np.ndarray  # (n_pad, P) bool
+    yp: np.ndarray  # (n_pad,) or (n_pad, c) in the solve dtype
+    gates: np.ndarray  # (d_pad, P) in the solve dtype
+    ratio: float  # n / n_pad: λ and tol are scaled by it
+
+
+def _check_magnitude(name: str, A: np.ndarray, dtype: np.dtype, n_pad: int) -> None:
+    """Refuse entries whose squares would overflow the solver's sums in `dtype` (unstandardized data)."""
+    top = float(np.max(np.abs(A))) if A.size else 0.0
+    limit = math.sqrt(float(np.finfo(dtype).max) / n_pad)
+    if top > limit:
+        raise ValueError(
+            f"{name} has entries of magnitude up to {top:.3g}, too large for a {dtype} solve (sums of squares of "
+            f"entries above {limit:.3g} overflow); use standardize=True or dtype='float64'"
+        )
 
 
 class _ConvexReLUBase(BaseEstimator):
@@ -110,23 +192,14 @@ class _ConvexReLUBase(BaseEstimator):
             raise ValueError(f"solver must be one of {options} for model={self.model!r}; got {self.solver!r}")
         if not (isinstance(self.n_gates, int | np.integer) and self.n_gates >= 1):
             raise ValueError(f"n_gates must be a positive integer; got {self.n_gates!r}")
-        if not (np.isfinite(self.lam) and self.lam >= 0):
-            raise ValueError(f"lam must be finite and >= 0; got {self.lam!r}")
-        if not (np.isfinite(self.tol) and self.tol > 0):
-            raise ValueError(f"tol must be > 0; got {self.tol!r}")
+        if not (_is_real_scalar(self.tol) and np.isfinite(self.tol) and self.tol > 0):
+            raise ValueError(f"tol must be a number > 0; got {self.tol!r}")
+        if not (isinstance(self.max_iter, int | np.integer) and self.max_iter >= 1):
+            raise ValueError(f"max_iter must be a positive integer; got {self.max_iter!r}")
         if self.dtype not in ("float32", "float64"):
             raise ValueError(f"dtype must be 'float32' or 'float64'; got {self.dtype!r}")
         if self.dtype == "float64" and not jax.config.jax_enable_x64:
             raise ValueError("dtype='float64' needs jax.config.update('jax_enable_x64', True)")
-
-    def _features(self, X: np.ndarray) -> np.ndarray:
-        """X̃ = [(X − mean)/std, 1] in float64, with the training statistics."""
-        Xf = np.asarray(X, dtype=np.float64)
-        if self.standardize:
-            Xf = (Xf - self.x_mean_) / self.x_scale_
-        if self.fit_intercept:
-            Xf = np.hstack([Xf, np.ones((Xf.shape[0], 1))])
-        return Xf
 
     def _seed(self) -> int:
         rs = self.random_state
@@ -136,69 +209,124 @@ class _ConvexReLUBase(BaseEstimator):
             return int(rs.randint(0, 2**31 - 1))
         return int(rs)
 
-    # -- fitting ---------------------------------------------------------------------------------------------
-
-    def _fit_targets(self, X: np.ndarray, Y: np.ndarray, loss: _losses.Loss, fill: np.ndarray) -> None:
-        """Solve the convex program on features of X for targets Y (n, c) in the loss's form.
-
-        `fill` (c,) is the target of the padding rows: one whose loss gradient vanishes at ŷ = 0.
-        """
-        self._check_params()
+    def _scaling(self, X: np.ndarray, Y: np.ndarray) -> _Scaling:
+        """Statistics of the training rows (targets are standardized by the regressor only)."""
+        x_mean = x_scale = y_mean = y_scale = None
         if self.standardize:
-            self.x_mean_ = X.mean(axis=0)
-            scale = X.std(axis=0)
-            self.x_scale_ = np.where(scale > 0, scale, 1.0)
-        F = self._features(X)
+            x_mean, x_scale = _mean_and_scale(X)
+            if self._standardize_targets:
+                y_mean, y_scale = _mean_and_scale(Y)
+        return _Scaling(x_mean, x_scale, y_mean, y_scale, bool(self.fit_intercept))
+
+    def _problem(self, scaling: _Scaling, X: np.ndarray, Y: np.ndarray, loss: _losses.Loss, seed: int) -> _Problem:
+        """The padded program for rows X, targets Y (n, c) in the loss's form, and gates from `seed`."""
+        F = scaling.features(X)
+        Y = scaling.targets(Y)
         n, d = F.shape
         dtype = np.dtype(self.dtype)
-        gates = sample_gates(jax.random.key(self._seed()), d, int(self.n_gates), dtype=jnp.float32)
-        self.gates_ = np.asarray(gates, np.float64)
-        masks = F @ self.gates_ >= 0
+        gates = np.asarray(sample_gates(jax.random.key(seed), d, int(self.n_gates), dtype=jnp.float32), np.float64)
+        masks = F @ gates >= 0
 
         # Zero columns get zero weights, and zero rows without patterns add nothing the weights can change.
         n_pad, d_pad = padded_rows(n), padded_columns(d)
-        ratio = n / n_pad
+        _check_magnitude("X" if scaling.x_mean is None else "the standardized X", F, dtype, n_pad)
+        _check_magnitude("y" if scaling.y_mean is None else "the standardized y", Y, dtype, n_pad)
         Fp = np.zeros((n_pad, d_pad), dtype)
         Fp[:n, :d] = F
         Mp = np.zeros((n_pad, masks.shape[1]), bool)
         Mp[:n] = masks
-        Yp = np.tile(np.asarray(fill, dtype), (n_pad, 1))
+        Yp = np.tile(np.asarray(self._fill(loss, Y.shape[1]), dtype), (n_pad, 1))
         Yp[:n] = Y
-        y_arg = Yp[:, 0] if Y.shape[1] == 1 else Yp
+        Gp = np.zeros((d_pad, gates.shape[1]), dtype)
+        Gp[:d] = gates
+        return _Problem(F, masks, Y, loss, Fp, Mp, Yp[:, 0] if Y.shape[1] == 1 else Yp, Gp, n / n_pad)
+
+    @staticmethod
+    def _fill(loss: _losses.Loss, c: int) -> np.ndarray:
+        """The target of the padding rows: one whose loss gradient vanishes at ŷ = 0."""
+        if isinstance(loss, _losses.Logistic):
+            return np.ones(c)
+        if isinstance(loss, _losses.CrossEntropy):
+            return np.full(c, 1.0 / c)  # softmax(0) = uniform
+        return np.zeros(c)
+
+    # -- fitting ---------------------------------------------------------------------------------------------
+
+    def _solve(self, problem: _Problem, lam: float) -> Solution:
+        """The solution at λ (one solve to `tol`)."""
         # (1/n_pad)·Σ rows = (n/n_pad)·(1/n)·Σ real rows + padding terms, so λ·n/n_pad gives the same minimiser.
-        lam, tol = self.lam * ratio, self.tol * ratio
+        r = problem.ratio
+        Fp, yp, Mp = problem.Fp, problem.yp, problem.Mp
         if self.model == "gated":
-            sol = solve_gated(
-                Fp, y_arg, Mp, lam, loss=loss, tol=tol, max_iters=self.max_iter, polish=self.solver != "fista"
+            polish = self.solver != "fista"
+            return solve_gated(
+                Fp, yp, Mp, lam * r, loss=problem.loss, tol=self.tol * r, max_iters=self.max_iter, polish=polish
             )
-            net = to_network(sol, jnp.asarray(np.pad(self.gates_, ((0, d_pad - d), (0, 0))), dtype))
-        else:
-            method = "al" if self.solver == "auto" else self.solver
-            sol = solve_relu(Fp, y_arg, Mp, lam, loss=loss, method=method, tol=tol, max_iters=self.max_iter)
-            net = to_network(sol)
-        net = net.prune()
+        method = "al" if self.solver == "auto" else self.solver
+        return solve_relu(
+            Fp, yp, Mp, lam * r, loss=problem.loss, method=method, tol=self.tol * r, max_iters=self.max_iter
+        )
+
+    def _fit_at(self, X: np.ndarray, Y: np.ndarray, loss: _losses.Loss, seed: int) -> None:
+        """Fit on X and targets Y (n, c) in the loss's form at self.lam."""
+        scaling = self._scaling(X, Y)
+        problem = self._problem(scaling, X, Y, loss, seed)
+        self._store_scaling(scaling)
+        self.gates_ = problem.gates[: problem.F.shape[1]].astype(np.float64)
+        sol = self._solve(problem, float(self.lam))
+
+        d = problem.F.shape[1]
+        net = (to_network(sol, jnp.asarray(problem.gates)) if self.model == "gated" else to_network(sol)).prune()
         self.first_layer_ = np.asarray(net.W1, np.float64)[:d]  # (d̃, m)
         self.second_layer_ = np.asarray(net.w2, np.float64)  # (m, c)
         self.neuron_gates_ = None if net.gates is None else np.asarray(net.gates, np.float64)[:d]
         self.n_neurons_ = int(self.first_layer_.shape[1])
-        const = self._padding_objective(loss, n_pad - n, n_pad, Y.shape[1])
-        self.objective_ = float((float(sol.objective) - const) / ratio)
-        self.gap_ = float(sol.gap) / ratio
+        n_pad = problem.Fp.shape[0]
+        const = self._padding_objective(loss, n_pad - problem.F.shape[0], n_pad, problem.Y.shape[1])
+        self.objective_ = float((float(sol.objective) - const) / problem.ratio)
+        self.gap_ = float(sol.gap) / problem.ratio
         self.status_ = Status(int(sol.status)).name.lower()
         self.n_iter_ = int(sol.iterations)
 
+        if not np.all(np.isfinite(self._scaling_.outputs(self._network_outputs(problem.F)))):
+            raise ValueError(
+                "the fitted network's predictions on the training rows are not finite: the targets' scale "
+                f"(y_scale_ = {self._scaling_.y_scale}) is beyond float64; rescale y"
+            )
+        if self.status_ != "converged":
+            warnings.warn(self._convergence_message(), ConvergenceWarning, stacklevel=3)
+
+    def _convergence_message(self) -> str:
+        head = (
+            f"{type(self).__name__} did not converge: status {self.status_!r} after {self.n_iter_} iterations, "
+            f"duality gap {self.gap_:.3g} (objective {self.objective_:.6g}, tol={self.tol}). "
+        )
+        if self.status_ == "max_iters":
+            hint = f"Try a larger max_iter (now {self.max_iter}), a larger tol, or dtype='float64'."
+        elif self.status_ == "stalled":
+            hint = f"Rounding in {self.dtype} stopped the progress: try dtype='float64', a larger tol or a larger lam."
+        else:
+            hint = "The iterates diverged (the last finite one is kept): try dtype='float64' or a larger lam."
+        return head + hint
+
+    def _store_scaling(self, scaling: _Scaling) -> None:
+        self._scaling_ = scaling
+        for name in ("x_mean", "x_scale", "y_mean", "y_scale"):
+            if getattr(scaling, name) is not None:
+                setattr(self, name + "_", getattr(scaling, name))
+
     @staticmethod
     def _padding_objective(loss: _losses.Loss, pad: int, n_pad: int, c: int) -> float:
-        """The padding rows' share of the padded loss at ŷ = 0 (log 2 per entry for logistic, else 0)."""
+        """The padding rows' share of the padded loss, at ŷ = 0 with their `_fill` targets: log 2 per entry
+        (logistic, over n_pad·c entries), log c per row (cross-entropy, over n_pad rows), 0 (squared)."""
         if isinstance(loss, _losses.Logistic):
             return pad * math.log(2.0) / n_pad
+        if isinstance(loss, _losses.CrossEntropy):
+            return pad * math.log(c) / n_pad
         return 0.0
 
-    def _raw_predict(self, X: Any) -> np.ndarray:
-        """f(X) = Σ_j α_j act_j(x̃) as (n, c) float64."""
-        check_is_fitted(self)
-        X = _sk_validate_data(self, X, reset=False, dtype=np.float64)
-        F = self._features(X)
+    def _network_outputs(self, F: np.ndarray) -> np.ndarray:
+        """f(X̃) = Σ_j α_j act_j(x̃) as (n, c) float64, in the standardized units."""
         pre = F @ self.first_layer_
         if self.neuron_gates_ is None:
             hidden = np.maximum(pre, 0.0)
@@ -206,10 +334,25 @@ class _ConvexReLUBase(BaseEstimator):
             hidden = np.where(F @ self.neuron_gates_ >= 0, pre, 0.0)
         return hidden @ self.second_layer_
 
+    def _raw_predict(self, X: Any) -> np.ndarray:
+        """The network's outputs on new rows, (n, c) float64 (in the units of y for regression)."""
+        check_is_fitted(self)
+        X = _sk_validate_data(self, X, reset=False, dtype=np.float64)
+        return self._scaling_.outputs(self._network_outputs(self._scaling_.features(X)))
+
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.non_deterministic = self.random_state is None
         return tags
+
+    def fit(self, X: Any, y: Any):
+        """Fit on X (n, d) and y: targets (n,) or (n, c) for regression, class labels (n,) for classification."""
+        X, y = self._validate_fit(X, y)
+        Y, loss = self._encode(y)
+        self._check_params()
+        _check_lam(self.lam)
+        self._fit_at(X, Y, loss, self._seed())
+        return self
 
 
 class ConvexReLURegressor(RegressorMixin, _ConvexReLUBase):
@@ -225,39 +368,40 @@ class ConvexReLURegressor(RegressorMixin, _ConvexReLUBase):
         solver: "auto" (gated: R-FISTA + Newton polish; relu: augmented Lagrangian), "fista" (gated, no
             polish), "al" or "admm" (relu).
         loss: only "squared" (or None) for regression.
-        tol: stop when the duality gap ≤ tol · max(1, |objective|).
+        tol: the solver's relative tolerance: stop when the duality gap ≤ tol · max(1, |objective|) (for
+            standardized targets; the rule of `solve_gated`).
         max_iter: iteration budget of the solver.
         standardize: center and scale the columns of X and the targets with training statistics.
         fit_intercept: add a constant column (a bias for every neuron).
         random_state: seed of the gates (int, RandomState or None).
         dtype: "float32" (fast) or "float64" (needs jax_enable_x64) for the solve.
 
+    A fit that does not end "converged" warns with scikit-learn's `ConvergenceWarning` (its status, gap,
+    iterations and what to try) and keeps the last certified point.
+
     Attributes:
         gates_ (d̃, P), first_layer_ (d̃, m), second_layer_ (m, c) with d̃ = d (+1 with the intercept);
         n_neurons_ m (non-zero neurons), objective_, gap_ (certified objective − optimum ≤ gap_, in the
-        standardized units), status_ ("converged", "max_iters", "stalled", "nonfinite"), n_iter_.
+        standardized units), status_ ("converged", "max_iters", "stalled", "nonfinite"), n_iter_; x_mean_,
+        x_scale_, y_mean_, y_scale_ with `standardize`.
     """
 
-    def fit(self, X: Any, y: Any) -> ConvexReLURegressor:
-        """Fit on X (n, d) and y (n,) or (n, c)."""
+    _standardize_targets = True
+
+    def _validate_fit(self, X: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
         X, y = _sk_validate_data(self, X, y, dtype=np.float64, multi_output=True, y_numeric=True)
         if self.loss not in (None, "squared"):
             raise ValueError(f"loss must be 'squared' for regression; got {self.loss!r}")
-        Y = y.reshape(y.shape[0], -1)
+        # float64 before any statistics: a float32 y of scale 1e20 has squares beyond float32.
+        return X, np.asarray(y, dtype=np.float64)
+
+    def _encode(self, y: np.ndarray) -> tuple[np.ndarray, _losses.Loss]:
         self._one_output = y.ndim == 1
-        if self.standardize:
-            self.y_mean_ = Y.mean(axis=0)
-            scale = Y.std(axis=0)
-            self.y_scale_ = np.where(scale > 0, scale, 1.0)
-            Y = (Y - self.y_mean_) / self.y_scale_
-        self._fit_targets(X, Y, _losses.Squared(), np.zeros(Y.shape[1]))
-        return self
+        return y.reshape(y.shape[0], -1), _losses.Squared()
 
     def predict(self, X: Any) -> np.ndarray:
         """ŷ = f(x̃) (mapped back to the units of y): (n,) or (n, c)."""
         out = self._raw_predict(X)
-        if self.standardize:
-            out = out * self.y_scale_ + self.y_mean_
         return out[:, 0] if self._one_output else out
 
     def __sklearn_tags__(self):
@@ -280,29 +424,27 @@ class ConvexReLUClassifier(ClassifierMixin, _ConvexReLUBase):
     Attributes: as for `ConvexReLURegressor`, and classes_ (k,).
     """
 
-    def fit(self, X: Any, y: Any) -> ConvexReLUClassifier:
-        """Fit on X (n, d) and class labels y (n,)."""
+    _standardize_targets = False
+
+    def _validate_fit(self, X: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
         X, y = _sk_validate_data(self, X, y, dtype=np.float64)
         y = column_or_1d(y, warn=True)
         check_classification_targets(y)
         if self.loss not in (None, "squared"):
             raise ValueError(f"loss must be None (logistic / cross-entropy) or 'squared'; got {self.loss!r}")
+        return X, y
+
+    def _encode(self, y: np.ndarray) -> tuple[np.ndarray, _losses.Loss]:
         encoder = LabelEncoder().fit(y)
         self.classes_ = encoder.classes_
         k = len(self.classes_)
         if k < 2:
             raise ValueError(f"the classifier needs samples of at least 2 classes; got 1 class ({self.classes_[0]!r})")
         codes = encoder.transform(y)
-        if k == 2:
-            Y = (2.0 * codes - 1.0)[:, None]  # labels ±1, one output
-            loss = _losses.Squared() if self.loss == "squared" else _losses.Logistic()
-            fill = np.zeros(1) if self.loss == "squared" else np.ones(1)
-        else:
-            Y = np.eye(k)[codes]
-            loss = _losses.Squared() if self.loss == "squared" else _losses.CrossEntropy()
-            fill = np.zeros(k) if self.loss == "squared" else np.full(k, 1.0 / k)  # softmax(0) = uniform
-        self._fit_targets(X, Y, loss, fill)
-        return self
+        squared = self.loss == "squared"
+        if k == 2:  # labels ±1, one output
+            return (2.0 * codes - 1.0)[:, None], _losses.Squared() if squared else _losses.Logistic()
+        return np.eye(k)[codes], _losses.Squared() if squared else _losses.CrossEntropy()
 
     def decision_function(self, X: Any) -> np.ndarray:
         """f(x̃): (n,) for two classes (positive favours classes_[1]), (n, k) otherwise."""

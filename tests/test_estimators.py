@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import warnings
+
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 pytest.importorskip("sklearn")
 
-from sklearn.datasets import load_diabetes, load_iris  # noqa: E402
+from sklearn.datasets import load_breast_cancer, load_diabetes, load_iris  # noqa: E402
+from sklearn.exceptions import ConvergenceWarning  # noqa: E402
 from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
 
 import convexnn as cn  # noqa: E402
@@ -49,6 +52,21 @@ def test_padding_leaves_the_solution_unchanged():
     assert 0 <= est.gap_ <= 1e-9 * max(1.0, est.objective_)
     pred = np.asarray(cn.operators.gated_forward(jnp.asarray(F), masks, sol.weights)) * y.std() + y.mean()
     np.testing.assert_allclose(est.predict(X), pred, rtol=1e-6, atol=1e-6 * np.abs(y).max())
+
+
+@pytest.mark.parametrize("classes", [2, 3])
+def test_objective_is_that_of_the_network(classes):
+    """objective_ is the training objective of the fitted network (the padding rows' loss taken out), for the
+    logistic (2 classes) and cross-entropy (3) losses: L(f(X̃), y) + (λ/2)(‖W1‖² + ‖w2‖²)."""
+    X, y = load_iris(return_X_y=True)
+    y = y if classes == 3 else (y == 0).astype(int)
+    est = ConvexReLUClassifier(n_gates=8, lam=1e-2, dtype="float64", tol=1e-8, random_state=0).fit(X, y)
+    net = cn.Network(
+        W1=jnp.asarray(est.first_layer_), w2=jnp.asarray(est.second_layer_), gates=jnp.asarray(est.neuron_gates_)
+    )
+    F = jnp.asarray(_features(X))
+    loss, labels = ("cross_entropy", y) if classes == 3 else ("logistic", 2.0 * y - 1.0)
+    assert est.objective_ == pytest.approx(float(cn.network_objective(net, F, labels, 1e-2, loss)), rel=1e-7)
 
 
 def test_gates_are_kept_for_new_rows():
@@ -95,3 +113,75 @@ def test_relu_model_and_options():
     for bad in ({"model": "cnn"}, {"solver": "admm"}, {"lam": -1.0}, {"n_gates": 0}, {"loss": "logistic"}):
         with pytest.raises(ValueError):
             ConvexReLURegressor(**bad).fit(X, y)
+
+
+# -- honest fits: warnings, finite predictions, clear errors ---------------------------------------------------
+
+
+def test_a_fit_that_does_not_converge_warns():
+    """A fit that ends short of its tolerance says so (status, gap, iterations, what to try); one that
+    converges says nothing."""
+    X, y = load_breast_cancer(return_X_y=True)
+    X, y = X[:200], y[:200]
+    relu = ConvexReLUClassifier(model="relu", max_iter=200, random_state=0)
+    with pytest.warns(ConvergenceWarning, match=r"status 'max_iters' after 200 iterations, duality gap") as record:
+        relu.fit(X, y)
+    assert relu.status_ == "max_iters" and relu.gap_ > 1e-3
+    message = str(record[0].message)
+    assert f"{relu.gap_:.3g}" in message and "max_iter" in message and "float64" in message
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        gated = ConvexReLUClassifier(n_gates=8, lam=1e-2, random_state=0).fit(X, y)
+    assert gated.status_ == "converged"
+
+
+@pytest.mark.parametrize("scale", [1e20, 1e300, 1e-300])
+def test_targets_of_any_scale_give_the_same_fit(scale):
+    """Regression is equivariant in the scale of y: float32 y of 1e20 (whose squares overflow float32) and
+    float64 y of 1e±300 (whose squares overflow or underflow float64) give the unit-scale fit, scaled."""
+    X, y = load_diabetes(return_X_y=True)
+    X, y = X[:150], (y[:150] - 150.0) / 80.0
+    params = dict(n_gates=8, lam=1e-2, solver="fista", tol=1e-6, max_iter=20_000, random_state=0)
+    unit = ConvexReLURegressor(**params).fit(X, y)
+    target = (y.astype(np.float32) * np.float32(scale)) if scale == 1e20 else y * scale
+    big = ConvexReLURegressor(**params).fit(X, target)
+    assert np.isfinite(big.y_scale_).all() and big.status_ == "converged"
+    pred = big.predict(X)
+    assert np.all(np.isfinite(pred))
+    np.testing.assert_allclose(pred / scale, unit.predict(X), rtol=1e-4, atol=1e-4 * np.abs(y).max())
+
+
+def test_features_of_any_scale_give_the_same_fit():
+    """Standardization undoes any scale of X: columns of 1e200 (squares beyond float64) or 1e-200 fit as at 1."""
+    X, y = load_diabetes(return_X_y=True)
+    X, y = X[:150], y[:150]
+    params = dict(n_gates=8, lam=1e-2, solver="fista", tol=1e-6, max_iter=20_000, random_state=0)
+    unit = ConvexReLURegressor(**params).fit(X, y)
+    for scale in (1e200, 1e-200):
+        scaled = ConvexReLURegressor(**params).fit(X * scale, y)
+        np.testing.assert_allclose(scaled.predict(X * scale), unit.predict(X), rtol=1e-5, atol=1e-5 * y.std())
+
+
+def test_unstandardized_data_beyond_the_dtype_is_refused():
+    """Without standardization, entries whose squares overflow the float32 solve raise a ValueError that
+    says what to do, instead of a NaN fit."""
+    X, y = load_diabetes(return_X_y=True)
+    X, y = X[:100], y[:100]
+    with pytest.raises(ValueError, match=r"y has entries .* standardize=True or dtype='float64'"):
+        ConvexReLURegressor(n_gates=8, standardize=False, random_state=0).fit(X, y * 1e20)
+    with pytest.raises(ValueError, match=r"X has entries .* standardize=True or dtype='float64'"):
+        ConvexReLUClassifier(n_gates=8, standardize=False, random_state=0).fit(X * 1e20, y > y.mean())
+
+
+@pytest.mark.parametrize("lam", [[0.1, 1.0], np.array([0.1]), (0.1,)])
+def test_several_lams_are_refused(lam):
+    X, y = load_diabetes(return_X_y=True)
+    with pytest.raises(ValueError, match=r"lam must be a scalar .* GridSearchCV"):
+        ConvexReLURegressor(lam=lam).fit(X[:50], y[:50])
+
+
+@pytest.mark.parametrize("lam", ["big", 1j, None, float("nan"), -1.0])
+def test_bad_lams_are_named(lam):
+    X, y = load_diabetes(return_X_y=True)
+    with pytest.raises(ValueError, match="lam must be"):
+        ConvexReLURegressor(lam=lam).fit(X[:50], y[:50])
