@@ -8,6 +8,10 @@ ReLU by R-FISTA + Newton, or exact ReLU by augmented Lagrangian or ADMM). The ga
 off the solution are kept, so `predict` works on new rows: hidden unit j computes
 1[x̃·g_j ≥ 0](x̃·w_j) (gated) or relu(x̃·w_j) (ReLU), and the output is Σ_j α_j · hidden_j.
 
+`ConvexReLURegressorCV` and `ConvexReLUClassifierCV` choose λ by cross-validation, as scikit-learn's
+`LassoCV`: one warm-started λ path (`convexnn.solve_path`) per fold, every λ scored on the held-out rows,
+then a refit on all rows at the best λ.
+
 Rows are padded (with zero rows that no pattern covers) to a size from a fixed ladder (256, then 2^k or
 1.5·2^k), and λ and tol are rescaled by n / n_padded, which leaves the solution unchanged; columns are
 padded with zeros to a multiple of 8 (their weights stay zero). Fits of similar sizes (the folds of a
@@ -28,8 +32,10 @@ import jax.numpy as jnp
 import numpy as np
 
 try:
-    from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+    from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, is_classifier
     from sklearn.exceptions import ConvergenceWarning
+    from sklearn.metrics import accuracy_score, r2_score
+    from sklearn.model_selection import check_cv
     from sklearn.preprocessing import LabelEncoder
     from sklearn.utils.metaestimators import available_if
     from sklearn.utils.multiclass import check_classification_targets
@@ -47,15 +53,17 @@ except ImportError:  # pragma: no cover - older scikit-learn
 
 from . import losses as _losses
 from .networks import to_network
+from .path import solve_path
 from .patterns import sample_gates
 from .solution import Solution, Status
 from .solvers.gated import solve_gated
 from .solvers.relu import solve_relu
 
-__all__ = ["ConvexReLURegressor", "ConvexReLUClassifier"]
+__all__ = ["ConvexReLURegressor", "ConvexReLUClassifier", "ConvexReLURegressorCV", "ConvexReLUClassifierCV"]
 
 _MODELS = ("gated", "relu")
 _SOLVERS = {"gated": ("auto", "fista"), "relu": ("auto", "al", "admm")}
+_SELECTIONS = ("best", "one_se")
 
 
 def padded_rows(n: int) -> int:
@@ -76,11 +84,11 @@ def _is_real_scalar(x: Any) -> bool:
 
 
 def _check_lam(lam: Any) -> None:
-    """lam must be one real number ≥ 0; a list of them belongs to a search over λ."""
+    """lam must be one real number ≥ 0; a list of them belongs to the CV estimators."""
     if np.ndim(lam) != 0:
         raise ValueError(
             f"lam must be a scalar (one λ per fit); got {type(lam).__name__} of shape {np.shape(lam)}. To choose λ "
-            "among several, use GridSearchCV"
+            "among several, use ConvexReLURegressorCV / ConvexReLUClassifierCV(lams=...) or GridSearchCV"
         )
     if not _is_real_scalar(lam) and not (isinstance(lam, np.ndarray) and lam.dtype.kind in "fiu"):
         raise ValueError(f"lam must be a real number >= 0; got {lam!r}")
@@ -137,6 +145,13 @@ class _Problem(NamedTuple):
     yp: np.ndarray  # (n_pad,) or (n_pad, c) in the solve dtype
     gates: np.ndarray  # (d_pad, P) in the solve dtype
     ratio: float  # n / n_pad: λ and tol are scaled by it
+
+    def lam_max(self) -> float:
+        """max_i ‖X̃ᵀ D_i ∇L(0)‖₂ over patterns and outputs: the smallest λ with the zero solution."""
+        G = np.asarray(self.loss.grad(jnp.zeros(self.Y.shape), jnp.asarray(self.Y), self.loss.normaliser(self.Y)))
+        G = G.astype(np.float64)
+        norms = [np.linalg.norm(self.F.T @ (self.masks * G[:, [k]]), axis=0) for k in range(G.shape[1])]
+        return float(np.max(norms))
 
 
 def _check_magnitude(name: str, A: np.ndarray, dtype: np.dtype, n_pad: int) -> None:
@@ -252,10 +267,15 @@ class _ConvexReLUBase(BaseEstimator):
 
     # -- fitting ---------------------------------------------------------------------------------------------
 
-    def _solve(self, problem: _Problem, lam: float) -> Solution:
-        """The solution at λ (one solve to `tol`)."""
+    def _solve(self, problem: _Problem, lam: float, path_length: int | None = None) -> Solution:
+        """The solution at λ: one solve, or (given `path_length` m) the first solve of a path over m copies of λ,
+        which is the program the CV folds compiled when the padded shapes agree (the other m − 1 solves start
+        at the optimum and stop at once)."""
         # (1/n_pad)·Σ rows = (n/n_pad)·(1/n)·Σ real rows + padding terms, so λ·n/n_pad gives the same minimiser.
         r = problem.ratio
+        if path_length is not None:
+            path = self._path(problem, np.full(path_length, lam), self.tol)
+            return jax.tree.map(lambda a: a[0], path)
         Fp, yp, Mp = problem.Fp, problem.yp, problem.Mp
         if self.model == "gated":
             polish = self.solver != "fista"
@@ -267,13 +287,34 @@ class _ConvexReLUBase(BaseEstimator):
             Fp, yp, Mp, lam * r, loss=problem.loss, method=method, tol=self.tol * r, max_iters=self.max_iter
         )
 
-    def _fit_at(self, X: np.ndarray, Y: np.ndarray, loss: _losses.Loss, seed: int) -> None:
-        """Fit on X and targets Y (n, c) in the loss's form at self.lam."""
+    def _path(self, problem: _Problem, lams: np.ndarray, tol: float) -> Solution:
+        """Solutions for every λ in `lams` (largest first) to `tol`: one warm-started `solve_path` program."""
+        r = problem.ratio
+        return solve_path(
+            problem.Fp,
+            problem.yp,
+            problem.Mp,
+            np.asarray(lams, problem.Fp.dtype) * r,
+            model=self.model,
+            mode="warm",
+            loss=problem.loss,
+            method="al" if self.solver == "auto" else self.solver,
+            tol=tol * r,
+            max_iters=self.max_iter,
+            polish=self.model == "relu" or self.solver != "fista",
+        )
+
+    def _fit_at(self, X: np.ndarray, Y: np.ndarray, loss: _losses.Loss, seed: int, path_length=None) -> None:
+        """Fit on X and targets Y (n, c) in the loss's form at self.lam (the CV estimators: at self.lam_, by a
+        path of `path_length` copies of it)."""
         scaling = self._scaling(X, Y)
         problem = self._problem(scaling, X, Y, loss, seed)
         self._store_scaling(scaling)
         self.gates_ = problem.gates[: problem.F.shape[1]].astype(np.float64)
-        sol = self._solve(problem, float(self.lam))
+        self.lam_max_ = problem.lam_max()
+        if path_length is None:
+            self.lam_ = float(self.lam)
+        sol = self._solve(problem, self.lam_, path_length)
 
         d = problem.F.shape[1]
         net = (to_network(sol, jnp.asarray(problem.gates)) if self.model == "gated" else to_network(sol)).prune()
@@ -355,6 +396,126 @@ class _ConvexReLUBase(BaseEstimator):
         return self
 
 
+class _CVMixin:
+    """λ by K-fold cross-validation: a warm λ path per fold, scored on the held-out rows; refit at the best."""
+
+    # scikit-learn reads the parameters off this signature (the base's `lam` is replaced by the grid).
+    def __init__(
+        self,
+        n_gates=64,
+        *,
+        lams=None,
+        n_lams=10,
+        lam_ratio=1e-3,
+        cv=5,
+        selection="best",
+        cv_tol=1e-3,
+        model="gated",
+        solver="auto",
+        loss=None,
+        tol=1e-5,
+        max_iter=10_000,
+        standardize=True,
+        fit_intercept=True,
+        random_state=None,
+        dtype="float32",
+    ):
+        self.n_gates = n_gates
+        self.lams = lams
+        self.n_lams = n_lams
+        self.lam_ratio = lam_ratio
+        self.cv = cv
+        self.selection = selection
+        self.cv_tol = cv_tol
+        self.model = model
+        self.solver = solver
+        self.loss = loss
+        self.tol = tol
+        self.max_iter = max_iter
+        self.standardize = standardize
+        self.fit_intercept = fit_intercept
+        self.random_state = random_state
+        self.dtype = dtype
+
+    def _check_cv_params(self) -> None:
+        if self.lams is not None:
+            lams = np.asarray(self.lams)
+            if lams.ndim != 1 or lams.size == 0 or lams.dtype.kind not in "fiu":
+                raise ValueError(f"lams must be a non-empty 1-D array of numbers; got {self.lams!r}")
+            if not (np.all(np.isfinite(lams)) and np.all(lams >= 0)):
+                raise ValueError(f"lams must be finite and >= 0; got {self.lams!r}")
+        if not (isinstance(self.n_lams, int | np.integer) and self.n_lams >= 1):
+            raise ValueError(f"n_lams must be a positive integer; got {self.n_lams!r}")
+        if not (_is_real_scalar(self.lam_ratio) and 0 < self.lam_ratio <= 1):
+            raise ValueError(f"lam_ratio must be in (0, 1]; got {self.lam_ratio!r}")
+        if not (_is_real_scalar(self.cv_tol) and np.isfinite(self.cv_tol) and self.cv_tol > 0):
+            raise ValueError(f"cv_tol must be a number > 0; got {self.cv_tol!r}")
+        if self.selection not in _SELECTIONS:
+            raise ValueError(f"selection must be one of {_SELECTIONS}; got {self.selection!r}")
+
+    def fit(self, X: Any, y: Any):
+        """Choose λ by cross-validation on X (n, d) and y, then refit on all rows at that λ."""
+        X, y = self._validate_fit(X, y)
+        Y, loss = self._encode(y)
+        self._check_params()
+        self._check_cv_params()
+        seed = self._seed()
+        if self.lams is None:
+            full = self._problem(self._scaling(X, Y), X, Y, loss, seed)
+            # Below λ_max, whose solution (zero) needs no fold to tell how it scores.
+            lams = full.lam_max() * np.logspace(0, np.log10(self.lam_ratio), int(self.n_lams) + 1)[1:]
+        else:
+            lams = np.sort(np.asarray(self.lams, np.float64))[::-1]
+        splits = list(check_cv(self.cv, y, classifier=is_classifier(self)).split(X, y))
+        scores = np.empty((len(lams), len(splits)))
+        iterations = np.empty((len(lams), len(splits)), int)
+        failed = 0
+        for k, (train, test) in enumerate(splits):
+            scaling = self._scaling(X[train], Y[train])
+            problem = self._problem(scaling, X[train], Y[train], loss, seed)
+            path = self._path(problem, lams, self.cv_tol)
+            failed += int(np.sum(np.asarray(path.status) != Status.CONVERGED))
+            iterations[:, k] = np.asarray(path.iterations)
+            F = scaling.features(X[test])
+            Z = scaling.outputs(_path_outputs(path.weights, F, problem.gates[: F.shape[1]]))
+            scores[:, k] = [self._score_outputs(z, y[test]) for z in Z]
+        if failed:
+            warnings.warn(
+                f"{type(self).__name__}: {failed} of {scores.size} path solves (λ × fold) did not converge; their "
+                "validation scores may be off. Try a larger max_iter, a larger tol, dtype='float64' or a larger "
+                "lam_ratio.",
+                ConvergenceWarning,
+                stacklevel=2,
+            )
+        mean = scores.mean(axis=1)
+        best = int(np.argmax(mean))  # lams are in decreasing order: ties go to the larger λ
+        if self.selection == "one_se" and len(splits) > 1:
+            se = scores[best].std(ddof=1) / math.sqrt(len(splits))
+            best = int(np.flatnonzero(mean >= mean[best] - se)[0])
+        self.lams_ = lams
+        self.cv_scores_ = scores
+        self.cv_n_iter_ = iterations
+        self.lam_ = float(lams[best])
+        self._fit_at(X, Y, loss, seed, path_length=len(lams))
+        return self
+
+
+def _path_outputs(weights: Any, F: np.ndarray, gates: np.ndarray) -> np.ndarray:
+    """The predictions f(X̃) (m, n, c) of every solution of a path, from its weights (m, P, d_pad[, c])."""
+    d = F.shape[1]
+
+    def blocks(W):
+        W = np.asarray(W, np.float64)
+        return (W if W.ndim == 4 else W[..., None])[:, :, :d]  # (m, P, d, c)
+
+    if isinstance(weights, tuple | list):  # exact ReLU: relu(X̃ u_i) − relu(X̃ v_i)
+        U, V = blocks(weights[0]), blocks(weights[1])
+        UV = np.maximum(np.einsum("nd,mpdc->mnpc", F, np.concatenate([U, V], axis=1)), 0.0)
+        return np.sum(UV[:, :, : U.shape[1]] - UV[:, :, U.shape[1] :], axis=2)
+    on = F @ gates >= 0  # (n, P)
+    return np.einsum("np,mnpc->mnc", on, np.einsum("nd,mpdc->mnpc", F, blocks(weights)))
+
+
 class ConvexReLURegressor(RegressorMixin, _ConvexReLUBase):
     """Regression by a two-layer (gated) ReLU network trained to a certified global optimum.
 
@@ -381,9 +542,10 @@ class ConvexReLURegressor(RegressorMixin, _ConvexReLUBase):
 
     Attributes:
         gates_ (d̃, P), first_layer_ (d̃, m), second_layer_ (m, c) with d̃ = d (+1 with the intercept);
-        n_neurons_ m (non-zero neurons), objective_, gap_ (certified objective − optimum ≤ gap_, in the
-        standardized units), status_ ("converged", "max_iters", "stalled", "nonfinite"), n_iter_; x_mean_,
-        x_scale_, y_mean_, y_scale_ with `standardize`.
+        n_neurons_ m (non-zero neurons), lam_ (the λ solved for), lam_max_ (λ_max of the standardized
+        training problem), objective_, gap_ (certified objective − optimum ≤ gap_, in the standardized
+        units), status_ ("converged", "max_iters", "stalled", "nonfinite"), n_iter_; x_mean_, x_scale_,
+        y_mean_, y_scale_ with `standardize`.
     """
 
     _standardize_targets = True
@@ -398,6 +560,9 @@ class ConvexReLURegressor(RegressorMixin, _ConvexReLUBase):
     def _encode(self, y: np.ndarray) -> tuple[np.ndarray, _losses.Loss]:
         self._one_output = y.ndim == 1
         return y.reshape(y.shape[0], -1), _losses.Squared()
+
+    def _score_outputs(self, Z: np.ndarray, y: np.ndarray) -> float:
+        return r2_score(y, Z[:, 0] if y.ndim == 1 else Z)
 
     def predict(self, X: Any) -> np.ndarray:
         """ŷ = f(x̃) (mapped back to the units of y): (n,) or (n, c)."""
@@ -446,6 +611,10 @@ class ConvexReLUClassifier(ClassifierMixin, _ConvexReLUBase):
             return (2.0 * codes - 1.0)[:, None], _losses.Squared() if squared else _losses.Logistic()
         return np.eye(k)[codes], _losses.Squared() if squared else _losses.CrossEntropy()
 
+    def _score_outputs(self, Z: np.ndarray, y: np.ndarray) -> float:
+        index = (Z[:, 0] > 0).astype(int) if Z.shape[1] == 1 else np.argmax(Z, axis=1)
+        return accuracy_score(y, self.classes_[index])
+
     def decision_function(self, X: Any) -> np.ndarray:
         """f(x̃): (n,) for two classes (positive favours classes_[1]), (n, k) otherwise."""
         out = self._raw_predict(X)
@@ -479,3 +648,42 @@ class ConvexReLUClassifier(ClassifierMixin, _ConvexReLUBase):
             return np.stack([-np.logaddexp(0.0, scores), -np.logaddexp(0.0, -scores)], axis=1)
         z = scores - scores.max(axis=1, keepdims=True)
         return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+
+
+_CV_DOC = """
+
+    λ is chosen by K-fold cross-validation, as scikit-learn's `LassoCV`: on each fold's training rows
+    (standardized with their own statistics, the gates shared by all folds) one warm-started λ path
+    (`convexnn.solve_path`: every λ started at the previous solution), every λ scored on the fold's
+    held-out rows by {score}; the best mean score wins (ties: the larger λ), and the estimator is refit on
+    all rows at that λ. The folds' padded problems have one shape, so they share one compiled program.
+
+    Args:
+        lams: the λ values to try (any order; `lams_` holds them largest first), or None: `n_lams` values
+            log-spaced below λ_max (the smallest λ whose solution is zero, on the standardized problem of all
+            rows) down to `lam_ratio` · λ_max: λ_max · lam_ratio^(k/n_lams), k = 1 … n_lams.
+        n_lams, lam_ratio: the default grid (ignored when `lams` is given).
+        cv: folds: an int (K-fold{strat}), a scikit-learn splitter or an iterable of (train, test) indices.
+        selection: "best" (the λ of best mean score) or "one_se" (the largest λ whose mean score is within
+            one standard error, over folds, of the best one: a sparser network).
+        cv_tol: the folds' tolerance (gap ≤ cv_tol · max(1, |objective|)); looser than the refit's `tol`,
+            since ranking held-out scores needs less than a certificate (1e-3 moved no test score by more
+            than one row on the four data sets of benchmarks/results/estimators.md, in 1/4 of the iterations).
+        the rest: as for `{base}`.
+
+    Attributes: as for `{base}` (fitted at `lam_`), and lam_ (the chosen λ), lams_ (m,) the λ tried,
+    largest first, cv_scores_ (m, K) the held-out score of every λ on every fold, cv_n_iter_ (m, K) the
+    iterations each of those solves took.
+    """
+
+
+class ConvexReLURegressorCV(_CVMixin, ConvexReLURegressor):
+    __doc__ = "ConvexReLURegressor with λ chosen by cross-validation." + _CV_DOC.format(
+        score="R² (`r2_score`, the regressor's `score`)", strat="", base="ConvexReLURegressor"
+    )
+
+
+class ConvexReLUClassifierCV(_CVMixin, ConvexReLUClassifier):
+    __doc__ = "ConvexReLUClassifier with λ chosen by cross-validation." + _CV_DOC.format(
+        score="accuracy (the classifier's `score`)", strat=", stratified", base="ConvexReLUClassifier"
+    )

@@ -12,16 +12,28 @@ pytest.importorskip("sklearn")
 
 from sklearn.datasets import load_breast_cancer, load_diabetes, load_iris  # noqa: E402
 from sklearn.exceptions import ConvergenceWarning  # noqa: E402
+from sklearn.model_selection import KFold  # noqa: E402
 from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
 
 import convexnn as cn  # noqa: E402
-from convexnn.estimators import ConvexReLUClassifier, ConvexReLURegressor, padded_columns, padded_rows  # noqa: E402
+from convexnn import estimators  # noqa: E402
+from convexnn.estimators import (  # noqa: E402
+    ConvexReLUClassifier,
+    ConvexReLUClassifierCV,
+    ConvexReLURegressor,
+    ConvexReLURegressorCV,
+    padded_columns,
+    padded_rows,
+)
 
-# Small and unpolished (plain R-FISTA compiles fastest): the checks fit ~120 times on ~8 padded shapes.
+# Small and unpolished (plain R-FISTA compiles fastest): the checks fit ~120 times on ~8 padded shapes
+# (the CV estimators: 3 folds and a refit, each a path of 3 λ).
 # No check is expected to fail.
 _CHECKED = [
     ConvexReLURegressor(n_gates=8, solver="fista", max_iter=2000, random_state=0),
     ConvexReLUClassifier(n_gates=8, solver="fista", max_iter=2000, random_state=0),
+    ConvexReLURegressorCV(n_gates=8, n_lams=3, cv=3, solver="fista", max_iter=2000, random_state=0),
+    ConvexReLUClassifierCV(n_gates=8, n_lams=3, cv=3, solver="fista", max_iter=2000, random_state=0),
 ]
 
 
@@ -174,9 +186,9 @@ def test_unstandardized_data_beyond_the_dtype_is_refused():
 
 
 @pytest.mark.parametrize("lam", [[0.1, 1.0], np.array([0.1]), (0.1,)])
-def test_several_lams_are_refused(lam):
+def test_several_lams_point_to_the_cv_estimators(lam):
     X, y = load_diabetes(return_X_y=True)
-    with pytest.raises(ValueError, match=r"lam must be a scalar .* GridSearchCV"):
+    with pytest.raises(ValueError, match=r"lam must be a scalar .* ConvexReLURegressorCV"):
         ConvexReLURegressor(lam=lam).fit(X[:50], y[:50])
 
 
@@ -185,3 +197,69 @@ def test_bad_lams_are_named(lam):
     X, y = load_diabetes(return_X_y=True)
     with pytest.raises(ValueError, match="lam must be"):
         ConvexReLURegressor(lam=lam).fit(X[:50], y[:50])
+
+
+# -- λ by cross-validation -----------------------------------------------------------------------------------
+
+
+def test_regressor_cv_scores_are_those_of_separate_fits(monkeypatch):
+    """Every cv_scores_ entry is the held-out R² of a ConvexReLURegressor fit on that fold at that λ; the
+    folds share one padded shape (one compiled program), and the refit is the plain fit at lam_."""
+    X, y = load_diabetes(return_X_y=True)
+    X, y = X[:150], y[:150]
+    shapes = []
+    real_solve_path = estimators.solve_path
+
+    def recording(X, *args, **kwargs):
+        shapes.append(X.shape)
+        return real_solve_path(X, *args, **kwargs)
+
+    monkeypatch.setattr(estimators, "solve_path", recording)
+    common = dict(n_gates=8, tol=1e-9, max_iter=50_000, dtype="float64", random_state=0)
+    cv = KFold(3, shuffle=True, random_state=0)
+    est = ConvexReLURegressorCV(lams=[0.01, 0.3, 0.1], cv=cv, cv_tol=1e-9, **common).fit(X, y)
+    np.testing.assert_array_equal(est.lams_, [0.3, 0.1, 0.01])
+    assert est.cv_scores_.shape == (3, 3) and shapes == [(256, 16)] * 4  # 3 folds and the refit
+    for k, (train, test) in enumerate(cv.split(X)):
+        for i, lam in enumerate(est.lams_):
+            single = ConvexReLURegressor(lam=lam, **common).fit(X[train], y[train])
+            assert est.cv_scores_[i, k] == pytest.approx(single.score(X[test], y[test]), abs=1e-6)
+    assert est.lam_ == est.lams_[np.argmax(est.cv_scores_.mean(axis=1))]
+    refit = ConvexReLURegressor(lam=est.lam_, **common).fit(X, y)
+    assert est.status_ == "converged"
+    np.testing.assert_allclose(est.predict(X), refit.predict(X), rtol=1e-6, atol=1e-6 * y.std())
+
+
+def test_default_grid_is_below_lam_max():
+    """lams_ runs from below λ_max (the smallest λ with the zero network) down to lam_ratio·λ_max."""
+    X, y = load_diabetes(return_X_y=True)
+    X, y = X[:150], y[:150]
+    est = ConvexReLURegressorCV(n_gates=8, n_lams=4, lam_ratio=1e-2, cv=3, random_state=0).fit(X, y)
+    np.testing.assert_allclose(est.lams_, est.lam_max_ * np.logspace(0, -2, 5)[1:], rtol=1e-12)
+    params = dict(n_gates=8, solver="fista", random_state=0)
+    assert ConvexReLURegressor(lam=1.001 * est.lam_max_, **params).fit(X, y).n_neurons_ == 0
+    assert ConvexReLURegressor(lam=0.99 * est.lam_max_, **params).fit(X, y).n_neurons_ > 0
+
+
+def test_classifier_cv_and_the_one_se_rule():
+    X, y = load_iris(return_X_y=True)
+    params = dict(n_gates=8, lams=[1e-1, 3e-2, 1e-2, 1e-3], solver="fista", random_state=0)
+    best = ConvexReLUClassifierCV(**params).fit(X, y)
+    assert best.cv_scores_.shape == (4, 5) and best.score(X, y) > 0.9
+    mean = best.cv_scores_.mean(axis=1)
+    assert best.lam_ == best.lams_[np.argmax(mean)]  # the first maximum: ties go to the larger λ
+    np.testing.assert_allclose(best.predict_proba(X).sum(axis=1), 1.0)
+    one_se = ConvexReLUClassifierCV(selection="one_se", **params).fit(X, y)
+    np.testing.assert_array_equal(one_se.cv_scores_, best.cv_scores_)
+    top = np.argmax(mean)
+    se = best.cv_scores_[top].std(ddof=1) / np.sqrt(5)
+    assert one_se.lam_ == best.lams_[np.flatnonzero(mean >= mean[top] - se)[0]] >= best.lam_
+
+
+@pytest.mark.parametrize(
+    "bad", [{"lams": [[0.1]]}, {"lams": [-1.0]}, {"lams": []}, {"n_lams": 0}, {"lam_ratio": 0.0}, {"selection": "x"}]
+)
+def test_cv_options_are_checked(bad):
+    X, y = load_diabetes(return_X_y=True)
+    with pytest.raises(ValueError, match=next(iter(bad))):
+        ConvexReLURegressorCV(**bad).fit(X[:50], y[:50])
