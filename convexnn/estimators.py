@@ -34,7 +34,7 @@ import numpy as np
 try:
     from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, is_classifier
     from sklearn.exceptions import ConvergenceWarning
-    from sklearn.metrics import accuracy_score, r2_score
+    from sklearn.metrics import accuracy_score, mean_squared_error, r2_score
     from sklearn.model_selection import check_cv
     from sklearn.preprocessing import LabelEncoder
     from sklearn.utils.metaestimators import available_if
@@ -409,6 +409,7 @@ class _CVMixin:
         lam_ratio=1e-3,
         cv=5,
         selection="best",
+        scoring=None,
         cv_tol=1e-3,
         model="gated",
         solver="auto",
@@ -426,6 +427,7 @@ class _CVMixin:
         self.lam_ratio = lam_ratio
         self.cv = cv
         self.selection = selection
+        self.scoring = scoring
         self.cv_tol = cv_tol
         self.model = model
         self.solver = solver
@@ -452,6 +454,8 @@ class _CVMixin:
             raise ValueError(f"cv_tol must be a number > 0; got {self.cv_tol!r}")
         if self.selection not in _SELECTIONS:
             raise ValueError(f"selection must be one of {_SELECTIONS}; got {self.selection!r}")
+        if self.scoring is not None and self.scoring not in self._scorings():
+            raise ValueError(f"scoring must be None or one of {self._scorings()}; got {self.scoring!r}")
 
     def fit(self, X: Any, y: Any):
         """Choose λ by cross-validation on X (n, d) and y, then refit on all rows at that λ."""
@@ -466,6 +470,7 @@ class _CVMixin:
             lams = full.lam_max() * np.logspace(0, np.log10(self.lam_ratio), int(self.n_lams) + 1)[1:]
         else:
             lams = np.sort(np.asarray(self.lams, np.float64))[::-1]
+        scoring = self._scorings()[0] if self.scoring is None else self.scoring
         splits = list(check_cv(self.cv, y, classifier=is_classifier(self)).split(X, y))
         scores = np.empty((len(lams), len(splits)))
         iterations = np.empty((len(lams), len(splits)), int)
@@ -478,7 +483,7 @@ class _CVMixin:
             iterations[:, k] = np.asarray(path.iterations)
             F = scaling.features(X[test])
             Z = scaling.outputs(_path_outputs(path.weights, F, problem.gates[: F.shape[1]]))
-            scores[:, k] = [self._score_outputs(z, y[test]) for z in Z]
+            scores[:, k] = [self._score_outputs(z, y[test], scoring) for z in Z]
         if failed:
             warnings.warn(
                 f"{type(self).__name__}: {failed} of {scores.size} path solves (λ × fold) did not converge; their "
@@ -561,8 +566,13 @@ class ConvexReLURegressor(RegressorMixin, _ConvexReLUBase):
         self._one_output = y.ndim == 1
         return y.reshape(y.shape[0], -1), _losses.Squared()
 
-    def _score_outputs(self, Z: np.ndarray, y: np.ndarray) -> float:
-        return r2_score(y, Z[:, 0] if y.ndim == 1 else Z)
+    def _scorings(self) -> tuple[str, ...]:
+        """The CV scores this estimator can rank λ by, the default first."""
+        return ("r2", "neg_mean_squared_error")
+
+    def _score_outputs(self, Z: np.ndarray, y: np.ndarray, scoring: str) -> float:
+        pred = Z[:, 0] if y.ndim == 1 else Z
+        return r2_score(y, pred) if scoring == "r2" else -mean_squared_error(y, pred)
 
     def predict(self, X: Any) -> np.ndarray:
         """ŷ = f(x̃) (mapped back to the units of y): (n,) or (n, c)."""
@@ -611,9 +621,19 @@ class ConvexReLUClassifier(ClassifierMixin, _ConvexReLUBase):
             return (2.0 * codes - 1.0)[:, None], _losses.Squared() if squared else _losses.Logistic()
         return np.eye(k)[codes], _losses.Squared() if squared else _losses.CrossEntropy()
 
-    def _score_outputs(self, Z: np.ndarray, y: np.ndarray) -> float:
-        index = (Z[:, 0] > 0).astype(int) if Z.shape[1] == 1 else np.argmax(Z, axis=1)
-        return accuracy_score(y, self.classes_[index])
+    def _scorings(self) -> tuple[str, ...]:
+        """The CV scores this estimator can rank λ by, the default first (log loss needs probabilities)."""
+        return ("neg_log_loss", "accuracy") if self._has_probabilities() else ("accuracy",)
+
+    def _score_outputs(self, Z: np.ndarray, y: np.ndarray, scoring: str) -> float:
+        if scoring == "accuracy":
+            index = (Z[:, 0] > 0).astype(int) if Z.shape[1] == 1 else np.argmax(Z, axis=1)
+            return accuracy_score(y, self.classes_[index])
+        codes = np.searchsorted(self.classes_, y)  # −(1/n) Σ_j −log p(y_j | x_j), computed stably
+        if Z.shape[1] == 1:
+            return -float(np.mean(np.logaddexp(0.0, -(2.0 * codes - 1.0) * Z[:, 0])))
+        z = Z - Z.max(axis=1, keepdims=True)
+        return float(np.mean(z[np.arange(len(codes)), codes] - np.log(np.exp(z).sum(axis=1))))
 
     def decision_function(self, X: Any) -> np.ndarray:
         """f(x̃): (n,) for two classes (positive favours classes_[1]), (n, k) otherwise."""
@@ -655,8 +675,8 @@ _CV_DOC = """
     λ is chosen by K-fold cross-validation, as scikit-learn's `LassoCV`: on each fold's training rows
     (standardized with their own statistics, the gates shared by all folds) one warm-started λ path
     (`convexnn.solve_path`: every λ started at the previous solution), every λ scored on the fold's
-    held-out rows by {score}; the best mean score wins (ties: the larger λ), and the estimator is refit on
-    all rows at that λ. The folds' padded problems have one shape, so they share one compiled program.
+    held-out rows by `scoring`; the best mean score wins (ties: the larger λ), and the estimator is refit
+    on all rows at that λ. The folds' padded problems have one shape, so they share one compiled program.
 
     Args:
         lams: the λ values to try (any order; `lams_` holds them largest first), or None: `n_lams` values
@@ -666,9 +686,9 @@ _CV_DOC = """
         cv: folds: an int (K-fold{strat}), a scikit-learn splitter or an iterable of (train, test) indices.
         selection: "best" (the λ of best mean score) or "one_se" (the largest λ whose mean score is within
             one standard error, over folds, of the best one: a sparser network).
+        scoring: the held-out score: {score}
         cv_tol: the folds' tolerance (gap ≤ cv_tol · max(1, |objective|)); looser than the refit's `tol`,
-            since ranking held-out scores needs less than a certificate (1e-3 moved no test score by more
-            than one row on the four data sets of benchmarks/results/estimators.md, in 1/4 of the iterations).
+            since ranking held-out scores needs less than a certificate.
         the rest: as for `{base}`.
 
     Attributes: as for `{base}` (fitted at `lam_`), and lam_ (the chosen λ), lams_ (m,) the λ tried,
@@ -679,11 +699,16 @@ _CV_DOC = """
 
 class ConvexReLURegressorCV(_CVMixin, ConvexReLURegressor):
     __doc__ = "ConvexReLURegressor with λ chosen by cross-validation." + _CV_DOC.format(
-        score="R² (`r2_score`, the regressor's `score`)", strat="", base="ConvexReLURegressor"
+        score='"r2" (R², the default, as `score`) or "neg_mean_squared_error".', strat="", base="ConvexReLURegressor"
     )
 
 
 class ConvexReLUClassifierCV(_CVMixin, ConvexReLUClassifier):
     __doc__ = "ConvexReLUClassifier with λ chosen by cross-validation." + _CV_DOC.format(
-        score="accuracy (the classifier's `score`)", strat=", stratified", base="ConvexReLUClassifier"
+        score=(
+            '"neg_log_loss" (the default; a proper score that, unlike\n            accuracy, does not tie on '
+            'small folds) or "accuracy" (the default with loss="squared", which has\n            no probabilities).'
+        ),
+        strat=", stratified",
+        base="ConvexReLUClassifier",
     )

@@ -12,7 +12,8 @@ pytest.importorskip("sklearn")
 
 from sklearn.datasets import load_breast_cancer, load_diabetes, load_iris  # noqa: E402
 from sklearn.exceptions import ConvergenceWarning  # noqa: E402
-from sklearn.model_selection import KFold  # noqa: E402
+from sklearn.metrics import log_loss, mean_squared_error  # noqa: E402
+from sklearn.model_selection import KFold, StratifiedKFold  # noqa: E402
 from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
 
 import convexnn as cn  # noqa: E402
@@ -202,9 +203,10 @@ def test_bad_lams_are_named(lam):
 # -- λ by cross-validation -----------------------------------------------------------------------------------
 
 
-def test_regressor_cv_scores_are_those_of_separate_fits(monkeypatch):
-    """Every cv_scores_ entry is the held-out R² of a ConvexReLURegressor fit on that fold at that λ; the
-    folds share one padded shape (one compiled program), and the refit is the plain fit at lam_."""
+@pytest.mark.parametrize("scoring", [None, "neg_mean_squared_error"])
+def test_regressor_cv_scores_are_those_of_separate_fits(monkeypatch, scoring):
+    """Every cv_scores_ entry is the held-out R² (or −MSE) of a ConvexReLURegressor fit on that fold at that λ;
+    the folds share one padded shape (one compiled program), and the refit is the plain fit at lam_."""
     X, y = load_diabetes(return_X_y=True)
     X, y = X[:150], y[:150]
     shapes = []
@@ -217,17 +219,32 @@ def test_regressor_cv_scores_are_those_of_separate_fits(monkeypatch):
     monkeypatch.setattr(estimators, "solve_path", recording)
     common = dict(n_gates=8, tol=1e-9, max_iter=50_000, dtype="float64", random_state=0)
     cv = KFold(3, shuffle=True, random_state=0)
-    est = ConvexReLURegressorCV(lams=[0.01, 0.3, 0.1], cv=cv, cv_tol=1e-9, **common).fit(X, y)
+    est = ConvexReLURegressorCV(lams=[0.01, 0.3, 0.1], cv=cv, cv_tol=1e-9, scoring=scoring, **common).fit(X, y)
     np.testing.assert_array_equal(est.lams_, [0.3, 0.1, 0.01])
     assert est.cv_scores_.shape == (3, 3) and shapes == [(256, 16)] * 4  # 3 folds and the refit
     for k, (train, test) in enumerate(cv.split(X)):
         for i, lam in enumerate(est.lams_):
             single = ConvexReLURegressor(lam=lam, **common).fit(X[train], y[train])
-            assert est.cv_scores_[i, k] == pytest.approx(single.score(X[test], y[test]), abs=1e-6)
+            r2, mse = single.score(X[test], y[test]), mean_squared_error(y[test], single.predict(X[test]))
+            assert est.cv_scores_[i, k] == pytest.approx(-mse if scoring else r2, rel=1e-6, abs=1e-6)
     assert est.lam_ == est.lams_[np.argmax(est.cv_scores_.mean(axis=1))]
     refit = ConvexReLURegressor(lam=est.lam_, **common).fit(X, y)
     assert est.status_ == "converged"
     np.testing.assert_allclose(est.predict(X), refit.predict(X), rtol=1e-6, atol=1e-6 * y.std())
+
+
+@pytest.mark.parametrize("scoring", [None, "accuracy"])
+def test_classifier_cv_scores_are_those_of_separate_fits(scoring):
+    """The classifier ranks λ by held-out log loss (default) or accuracy of separate fits on each fold."""
+    X, y = load_iris(return_X_y=True)
+    common = dict(n_gates=8, tol=1e-9, max_iter=50_000, dtype="float64", random_state=0)
+    cv = StratifiedKFold(3, shuffle=True, random_state=0)
+    est = ConvexReLUClassifierCV(lams=[0.1, 0.01], cv=cv, cv_tol=1e-9, scoring=scoring, **common).fit(X, y)
+    for k, (train, test) in enumerate(cv.split(X, y)):
+        for i, lam in enumerate(est.lams_):
+            single = ConvexReLUClassifier(lam=lam, **common).fit(X[train], y[train])
+            expected = single.score(X[test], y[test]) if scoring else -log_loss(y[test], single.predict_proba(X[test]))
+            assert est.cv_scores_[i, k] == pytest.approx(expected, abs=1e-6)
 
 
 def test_default_grid_is_below_lam_max():
@@ -257,7 +274,17 @@ def test_classifier_cv_and_the_one_se_rule():
 
 
 @pytest.mark.parametrize(
-    "bad", [{"lams": [[0.1]]}, {"lams": [-1.0]}, {"lams": []}, {"n_lams": 0}, {"lam_ratio": 0.0}, {"selection": "x"}]
+    "bad",
+    [
+        {"lams": [[0.1]]},
+        {"lams": [-1.0]},
+        {"lams": []},
+        {"n_lams": 0},
+        {"lam_ratio": 0.0},
+        {"selection": "x"},
+        {"scoring": "roc_auc"},
+        {"cv_tol": 0.0},
+    ],
 )
 def test_cv_options_are_checked(bad):
     X, y = load_diabetes(return_X_y=True)
