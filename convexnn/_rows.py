@@ -12,7 +12,7 @@ import jax.numpy as jnp
 from jax import lax
 from jaxtyping import Array, Bool, Scalar
 
-__all__ = ["Rows", "row_sum", "row_total", "row_max", "row_all", "row_kth_largest", "loss_kwargs"]
+__all__ = ["Rows", "row_sum", "row_column_sum", "row_total", "row_max", "row_all", "row_kth_largest", "loss_kwargs"]
 
 
 class Rows(eqx.Module):
@@ -39,6 +39,11 @@ def row_sum(x: Array, rows: Rows | None) -> Scalar:
     """Σ of every entry of a row-indexed array (rows first), over the real rows of every shard."""
     s = jnp.sum(_real(x, rows, 0.0))
     return s if rows is None or not rows.sharded else lax.psum(s, rows.axis_name)
+
+
+def row_column_sum(x: Array, rows: Rows | None) -> Array:
+    """Σ over the real rows of every shard, per column: x (n, ...) → (...)."""
+    return row_total(jnp.sum(_real(x, rows, 0.0), axis=0), rows)
 
 
 def row_total(x: Array, rows: Rows | None) -> Array:

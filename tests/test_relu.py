@@ -46,7 +46,10 @@ def problem(name):
 
 @functools.cache
 def reference(name, lam):
-    p = problem(name)
+    return reference_of(problem(name), lam)
+
+
+def reference_of(p, lam):
     return clarabel_relu(p.X, losses.get_loss(p.loss).prepare_targets(np.asarray(p.y)), p.masks, lam, p.loss)
 
 
@@ -223,3 +226,21 @@ def test_bad_options_are_refused():
         cn.solve_relu(p.X, np.eye(3)[np.arange(p.X.shape[0]) % 3], p.masks, 1e-2, loss="cross_entropy", method="admm")
     with pytest.raises(ValueError, match="init must be a pair"):
         cn.solve_relu(p.X, p.y, p.masks, 1e-2, init=jnp.zeros((20, 6)))
+
+
+def test_float32_al_stalls_with_its_best_point_instead_of_running_on():
+    """In float32 the AL's multipliers carry ρ × the rounding of X W: on this 60×5 problem its gap used to grow
+    with the budget (ρ up to 1.7e5, always MAX_ITERS; max_iters=1e10 ran for minutes). It must stop on its
+    own (STALLED) with ρ bounded, and hand back its best point within constraint_tol, whose objective is the
+    float64 optimum's to float32 accuracy and whose gap is honest (objective − p* ≤ gap)."""
+    p64 = helpers.teacher(n=60, d=5, P=10, seed=0)
+    p_star = reference_of(p64, 1e-3)
+    p = helpers.teacher(n=60, d=5, P=10, seed=0, dtype=jnp.float32)
+    sol = cn.solve_relu(p.X, p.y, p.masks, 1e-3, max_iters=10**9)
+    assert int(sol.status) in (cn.Status.STALLED, cn.Status.CONVERGED), sol
+    assert int(sol.iterations) < 100_000
+    N, eps = p.X.shape[0], float(jnp.finfo(jnp.float32).eps)
+    assert float(sol.stats["rho"]) <= 1e-3 / (N * eps) * (1 + 1e-6)
+    assert float(sol.violation) <= 1e-6
+    assert abs(float(sol.objective) - p_star) <= 1e-5 * p_star
+    assert float(sol.objective) - p_star <= float(sol.gap)
