@@ -1,21 +1,38 @@
-"""Checks at the public boundary: shapes and dtypes from static metadata, values on the host.
+"""Checks at the public boundary: shapes and dtypes from static metadata, values on the host or in the program.
 
 Shape and dtype checks read only `.shape`/`.dtype`, so they also run while a caller traces. Value checks
-(non-finite entries, λ < 0, label sets) need concrete arrays; when the caller is tracing they are skipped
-here and the solver reports a non-finite run through its status instead.
+(non-finite entries, λ < 0, label sets, 0/1 masks) run on the host for concrete arrays and raise a
+`ValueError` before any work; when the caller is tracing (its `jax.jit` or `jax.vmap`), the same checks are
+compiled into the program with `eqx.error_if`, so a bad value stops the run with the same message instead
+of yielding a solution: no solver ever starts on values outside its domain.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from . import losses as _losses
 
-__all__ = ["concrete", "check_data", "check_host_data", "check_lam", "check_lams", "check_positive", "check_init"]
+__all__ = [
+    "concrete",
+    "check_data",
+    "check_host_data",
+    "check_lam",
+    "check_lams",
+    "check_positive",
+    "check_init",
+    "check_real_dtype",
+    "DEFAULT_TOL",
+]
+
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+
+DEFAULT_TOL = 1e-6  # every solver's `tol=None`
 
 
 def concrete(x: Any) -> np.ndarray | None:
@@ -26,18 +43,41 @@ def concrete(x: Any) -> np.ndarray | None:
         return None
 
 
-def _finite_or_raise(name: str, x: Any) -> None:
-    v = concrete(x)
-    if v is not None and v.size and not np.all(np.isfinite(v)):
+def _traced(x: Any) -> bool:
+    return any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(x))
+
+
+def _fail_if(x: Any, bad: Any, message: str) -> Any:
+    """x, carrying a check that stops the program with `message` where `bad` holds (any lane, under vmap)."""
+    return eqx.error_if(x, bad, message)
+
+
+def check_real_dtype(name: str, x: Any) -> None:
+    """x must hold real numbers: not strings, objects or complex values."""
+    dtype = np.dtype(x.dtype) if hasattr(x, "dtype") else np.asarray(x).dtype
+    if dtype.kind == "c":
+        raise ValueError(f"{name} must be real; got the complex dtype {dtype}")
+    if dtype.kind not in "biuf":
+        raise ValueError(f"{name} must be numeric; got dtype {dtype}")
+
+
+def _finite(name: str, x: Any) -> Any:
+    """x unchanged when its values are finite (checked now, or in the program when x is traced)."""
+    if _traced(x):
+        return _fail_if(x, ~jnp.all(jnp.isfinite(x)), f"{name} must be finite; got NaN or inf entries")
+    v = np.asarray(x)
+    if v.size and not np.all(np.isfinite(v)):
         bad = int(np.size(v) - np.count_nonzero(np.isfinite(v)))
         raise ValueError(f"{name} must be finite; got {bad} NaN or inf entries")
+    return x
 
 
 def check_data(X: Any, y: Any, masks: Any, loss: _losses.Loss) -> tuple[jax.Array, jax.Array, jax.Array, bool]:
     """Validate (X, y, masks) and return X, y as (n, c) in X's dtype, masks as bool, and whether y was 1-D.
 
     Raises:
-        ValueError: naming the argument, what was expected and what came.
+        ValueError: naming the argument, what was expected and what came (for traced values: when the
+            program runs, through `eqx.error_if`).
     """
     if not hasattr(X, "shape"):
         X = np.asarray(X)
@@ -48,9 +88,9 @@ def check_data(X: Any, y: Any, masks: Any, loss: _losses.Loss) -> tuple[jax.Arra
         raise ValueError("X must have at least one row (n = 0)")
     if d == 0:
         raise ValueError("X must have at least one column (d = 0)")
-    if not jnp.issubdtype(X.dtype, jnp.floating):
-        raise ValueError(f"X must have a floating dtype (float32 or float64); got {X.dtype}")
-    _finite_or_raise("X", X)
+    if np.dtype(X.dtype) not in _FLOATS:
+        raise ValueError(f"X must be float32 or float64; got {X.dtype}")
+    X = _finite("X", X)
 
     if not hasattr(masks, "shape"):
         masks = np.asarray(masks)
@@ -61,26 +101,29 @@ def check_data(X: Any, y: Any, masks: Any, loss: _losses.Loss) -> tuple[jax.Arra
     if masks.dtype != bool:
         if not jnp.issubdtype(masks.dtype, jnp.integer):
             raise ValueError(f"masks must be bool or 0/1 integers; got dtype {masks.dtype}")
-        m = concrete(masks)
-        if m is not None and not np.isin(m, (0, 1)).all():
+        if _traced(masks):
+            masks = _fail_if(masks, ~jnp.all((masks == 0) | (masks == 1)), "masks must hold only 0 and 1")
+        elif not np.isin(np.asarray(masks), (0, 1)).all():
             raise ValueError("masks must hold only 0 and 1")
         masks = jnp.asarray(masks) != 0
 
     if not hasattr(y, "shape"):
         y = np.asarray(y)
+    check_real_dtype("y", y)
     if y.ndim not in (1, 2) or y.shape[0] != n:
         raise ValueError(f"y must be (n,) or (n, c) with n = {n}; got shape {tuple(y.shape)}")
     squeeze = y.ndim == 1
-    yv = concrete(y)
-    if yv is not None:
-        _finite_or_raise("y", yv)
+    if not _traced(y):
+        yv = _finite("y", np.asarray(y))
         Y = loss.prepare_targets(yv)
         squeeze = squeeze and Y.shape[1] == 1
         Y = jnp.asarray(Y, dtype=X.dtype)
     else:
         if isinstance(loss, _losses.CrossEntropy) and y.ndim == 1:
             raise ValueError("y must be one-hot (n, c) for cross_entropy when traced (labels need values)")
-        Y = jnp.asarray(y, dtype=X.dtype).reshape(n, -1)
+        Y = _finite("y", jnp.asarray(y, dtype=X.dtype).reshape(n, -1))
+        bad, message = loss.invalid_targets(Y)
+        Y = _fail_if(Y, bad, message)
     if Y.shape[1] == 0:
         raise ValueError("y must have at least one output column (c = 0)")
     return jnp.asarray(X), Y, jnp.asarray(masks, dtype=bool), squeeze
@@ -103,9 +146,9 @@ def check_host_data(
     n, d = X.shape
     if d == 0:
         raise ValueError("X must have at least one column (d = 0)")
-    if not np.issubdtype(X.dtype, np.floating):
-        raise ValueError(f"X must have a floating dtype (float32 or float64); got {X.dtype}")
-    _finite_or_raise("X", X)
+    if X.dtype not in _FLOATS:
+        raise ValueError(f"X must be float32 or float64; got {X.dtype}")
+    _finite("X", X)
     if masks.ndim != 2 or masks.shape[0] != n:
         raise ValueError(f"masks must be (n, P) with n = {n}; got shape {masks.shape}")
     if masks.shape[1] == 0:
@@ -116,52 +159,74 @@ def check_host_data(
         if not np.isin(masks, (0, 1)).all():
             raise ValueError("masks must hold only 0 and 1")
         masks = masks != 0
+    check_real_dtype("y", y)
     if y.ndim not in (1, 2) or y.shape[0] != n:
         raise ValueError(f"y must be (n,) or (n, c) with n = {n}; got shape {y.shape}")
-    _finite_or_raise("y", y)
+    _finite("y", y)
     Y = loss.prepare_targets(y, c) if n else y.reshape(0, c or (y.shape[1] if y.ndim == 2 else 1))
     if Y.shape[1] == 0:
         raise ValueError("y must have at least one output column (c = 0)")
     return X, np.asarray(Y, dtype=X.dtype), masks, y.ndim == 1 and Y.shape[1] == 1
 
 
+def _number(name: str, value: Any) -> jax.Array:
+    """A real-valued option as an array: a clear error for None, strings and complex values."""
+    if value is None:
+        raise ValueError(f"{name} must be a number; got None")
+    check_real_dtype(name, value)
+    return jnp.asarray(value)
+
+
 def check_lam(lam: Any, dtype: Any) -> jax.Array:
-    """λ as a scalar array of `dtype`; must be finite and ≥ 0."""
-    lam_arr = jnp.asarray(lam)
+    """λ as a scalar array of `dtype`; must be finite and ≥ 0 (checked in the program when traced)."""
+    lam_arr = _number("lam", lam)
     if lam_arr.ndim != 0:
         raise ValueError(f"lam must be a scalar; got shape {lam_arr.shape} (use solve_path or vmap for many)")
-    v = concrete(lam)
-    if v is not None:
-        if not np.isfinite(v):
-            raise ValueError(f"lam must be finite; got {float(v)}")
-        if v < 0:
-            raise ValueError(f"lam must be >= 0; got {float(v)}")
+    if _traced(lam):
+        return _fail_if(lam_arr, ~(jnp.isfinite(lam_arr) & (lam_arr >= 0)), "lam must be finite and >= 0").astype(dtype)
+    v = np.asarray(lam)
+    if not np.isfinite(v):
+        raise ValueError(f"lam must be finite; got {float(v)}")
+    if v < 0:
+        raise ValueError(f"lam must be >= 0; got {float(v)}")
     return lam_arr.astype(dtype)
 
 
 def check_lams(lams: Any, dtype: Any) -> jax.Array:
     """λ values for a path: a non-empty 1-D array of finite values ≥ 0, in `dtype`."""
-    arr = jnp.asarray(lams)
+    arr = _number("lams", lams)
     if arr.ndim != 1 or arr.shape[0] == 0:
         raise ValueError(f"lams must be a non-empty 1-D array; got shape {arr.shape}")
-    v = concrete(lams)
-    if v is not None:
-        if not np.all(np.isfinite(v)):
-            raise ValueError("lams must be finite")
-        if np.any(v < 0):
-            raise ValueError(f"lams must be >= 0; got min {float(np.min(v))}")
+    if _traced(lams):
+        return _fail_if(arr, ~jnp.all(jnp.isfinite(arr) & (arr >= 0)), "lams must be finite and >= 0").astype(dtype)
+    v = np.asarray(lams)
+    if not np.all(np.isfinite(v)):
+        raise ValueError("lams must be finite")
+    if np.any(v < 0):
+        raise ValueError(f"lams must be >= 0; got min {float(np.min(v))}")
     return arr.astype(dtype)
 
 
 def check_positive(name: str, value: Any, dtype: Any, integer: bool = False) -> jax.Array:
-    """A positive scalar option (tol, max_iters) as an array, so that changing it never recompiles."""
-    arr = jnp.asarray(value)
+    """A positive scalar option (tol, max_iters) as an array, so that changing it never recompiles.
+
+    An integer option beyond int32 (max_iters=1e10) is clipped to its largest value.
+    """
+    arr = _number(name, value)
     if arr.ndim != 0:
         raise ValueError(f"{name} must be a scalar; got shape {arr.shape}")
-    v = concrete(value)
-    if v is not None and not (np.isfinite(v) and v > 0):
-        raise ValueError(f"{name} must be > 0; got {v}")
-    return arr.astype(jnp.int32 if integer else dtype)
+    if _traced(value):
+        arr = _fail_if(arr, ~(jnp.isfinite(arr) & (arr > 0)), f"{name} must be finite and > 0")
+    else:
+        v = np.asarray(value)
+        if not (np.isfinite(v) and v > 0):
+            raise ValueError(f"{name} must be > 0 and finite; got {v}")
+    if integer:
+        top = 2**31 - 2**7  # the largest int32 that float32 holds exactly
+        if not _traced(value):
+            return jnp.asarray(min(int(np.floor(np.asarray(value))), top), jnp.int32)
+        return jnp.clip(jnp.floor(arr.astype(jnp.float32)), 1, top).astype(jnp.int32)
+    return arr.astype(dtype)
 
 
 def check_init(init: Any, P: int, d: int, c: int, squeeze: bool, dtype: Any) -> jax.Array:
@@ -170,6 +235,6 @@ def check_init(init: Any, P: int, d: int, c: int, squeeze: bool, dtype: Any) -> 
     shape = tuple(init.shape) if hasattr(init, "shape") else np.shape(init)
     if shape != expected:
         raise ValueError(f"init must have shape {expected}; got {shape}")
-    _finite_or_raise("init", init)
-    W0 = jnp.asarray(init, dtype=dtype)
+    check_real_dtype("init", init)
+    W0 = _finite("init", jnp.asarray(init, dtype=dtype))
     return W0[..., None] if squeeze else W0

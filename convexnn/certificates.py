@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import equinox as eqx
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 from jax.typing import ArrayLike
 from jaxtyping import Array, Bool, Float, Scalar
@@ -22,10 +23,11 @@ from jaxtyping import Array, Bool, Float, Scalar
 from . import _validate, operators, prox
 from . import losses as _losses
 from ._rows import Rows, loss_kwargs, row_total
+from ._units import rescales_x, target_scale, units_of
 from .cones import cone_qp
 from .sharding import RowSharded, check_sharded, run_sharded
 
-__all__ = ["dual_scale", "duality_gap", "lam_max", "relu_lam_max"]
+__all__ = ["dual_scale", "duality_gap", "lam_max", "relu_lam_max", "objective_unit"]
 
 
 def dual_scale(AtG: Float[Array, "p d c"], lam: Scalar) -> Scalar:
@@ -64,15 +66,42 @@ def duality_gap(
     return fy + jnp.sum(jnp.maximum(per_group, 0))
 
 
+def objective_unit(y: ArrayLike, loss: str | _losses.Loss = "squared") -> Scalar:
+    """u in every solver's stopping rule gap ≤ tol · max(u, |objective|): the unit of the objective's values.
+
+    For the squared loss u is the targets' variance averaged over the outputs, (1/c) Σ_k var(y[:, k]) (1 for
+    standardized targets; at least eps times their mean square, and 1 for all-zero targets), so that the
+    rule reads the same in any units of y; for the logistic and cross-entropy losses, whose values have no
+    unit, u = 1.
+
+    Args:
+        y: targets (n,) or (n, c), as given to the solvers; loss: the loss name or instance.
+    """
+    loss = _losses.get_loss(loss)
+    if not hasattr(y, "shape"):
+        y = np.asarray(y)
+    _validate.check_real_dtype("y", y)
+    Y = jnp.asarray(loss.prepare_targets(np.asarray(y)))
+    y_exp, y_root = target_scale(Y, loss, loss.normaliser(Y))
+    return jnp.ldexp(y_root * y_root, 2 * y_exp)
+
+
+def _unit_lam_max(X, Y, masks, loss: _losses.Loss, N: int, rows: Rows | None, model: str, rescale_x: bool) -> Scalar:
+    """λ_max computed on the problem brought to unit scale (`convexnn._units`), in the user's units: the
+    norms of Xᵀ D_i ∇L(0) then neither underflow nor overflow, whatever the scale of X and y."""
+    units = units_of(X, Y, loss, N, rows, rescale_x)
+    X, Y = units.data(X, Y)
+    AtG = row_total(operators.gated_adjoint(X, masks, loss.grad(jnp.zeros_like(Y), Y, N)), rows)
+    top = relu_lam_max(X, masks, AtG) if model == "relu" else jnp.max(prox.group_norms(AtG))
+    return units.lam_out(top)
+
+
 @eqx.filter_jit
 def _lam_max_sharded(data: RowSharded, loss: _losses.Loss) -> Scalar:
     N = data.normaliser(loss)
-
-    def local(X, Y, masks, rows):
-        AtG = row_total(operators.gated_adjoint(X, masks, loss.grad(jnp.zeros_like(Y), Y, N)), rows)
-        return jnp.max(prox.group_norms(AtG))
-
-    return run_sharded(local, data)
+    return run_sharded(
+        lambda X, Y, masks, rows: _unit_lam_max(X, Y, masks, loss, N, rows, "gated", data.rescale_x), data
+    )
 
 
 def relu_lam_max(X: Float[Array, "n d"], masks: Bool[Array, "n p"], AtG: Float[Array, "p d c"]) -> Scalar:
@@ -98,9 +127,8 @@ def relu_lam_max(X: Float[Array, "n d"], masks: Bool[Array, "n p"], AtG: Float[A
 
 
 @eqx.filter_jit
-def _lam_max(X, Y, masks, loss: _losses.Loss, model: str) -> Scalar:
-    AtG = operators.gated_adjoint(X, masks, loss.grad(jnp.zeros_like(Y), Y, loss.normaliser(Y)))
-    return relu_lam_max(X, masks, AtG) if model == "relu" else jnp.max(prox.group_norms(AtG))
+def _lam_max(X, Y, masks, loss: _losses.Loss, model: str, rescale_x: bool) -> Scalar:
+    return _unit_lam_max(X, Y, masks, loss, loss.normaliser(Y), None, model, rescale_x)
 
 
 def lam_max(
@@ -132,4 +160,4 @@ def lam_max(
             raise NotImplementedError("lam_max(model='relu') needs the data on one device; pass X, y, masks")
         return _lam_max_sharded(X, loss)
     X, Y, masks, _ = _validate.check_data(X, y, masks, loss)
-    return _lam_max(X, Y, masks, loss, model)
+    return _lam_max(X, Y, masks, loss, model, rescales_x(X))

@@ -52,6 +52,7 @@ except ImportError:  # pragma: no cover - older scikit-learn
 
 
 from . import losses as _losses
+from .certificates import objective_unit
 from .networks import to_network
 from .path import solve_path
 from .patterns import sample_gates
@@ -148,7 +149,8 @@ class _Problem(NamedTuple):
     Mp: np.ndarray  # (n_pad, P) bool
     yp: np.ndarray  # (n_pad,) or (n_pad, c) in the solve dtype
     gates: np.ndarray  # (d_pad, P) in the solve dtype
-    ratio: float  # n / n_pad: λ and tol are scaled by it
+    ratio: float  # n / n_pad: λ is scaled by it
+    tol_scale: float  # what tol is scaled by: n / n_pad times u(real rows) / u(padded rows)
 
     def lam_max(self) -> float:
         """max_i ‖X̃ᵀ D_i ∇L(0)‖₂ over patterns and outputs: the smallest λ with the zero solution."""
@@ -258,7 +260,11 @@ class _ConvexReLUBase(BaseEstimator):
         Yp[:n] = Y
         Gp = np.zeros((d_pad, gates.shape[1]), dtype)
         Gp[:d] = gates
-        return _Problem(F, masks, Y, loss, Fp, Mp, Yp[:, 0] if Y.shape[1] == 1 else Yp, Gp, n / n_pad)
+        # The stopping rule gap ≤ tol·max(u, |objective|) on the padded rows, whose objective and gap are the real
+        # rows' times n/n_pad (plus a constant), is the real rows' rule with tol scaled by n/n_pad · u / u_padded.
+        unit, unit_padded = (float(objective_unit(T, loss)) for T in (Y, Yp))
+        tol_scale = (n / n_pad) * unit / unit_padded
+        return _Problem(F, masks, Y, loss, Fp, Mp, Yp[:, 0] if Y.shape[1] == 1 else Yp, Gp, n / n_pad, tol_scale)
 
     @staticmethod
     def _fill(loss: _losses.Loss, c: int) -> np.ndarray:
@@ -284,11 +290,25 @@ class _ConvexReLUBase(BaseEstimator):
         if self.model == "gated":
             polish = self.solver != "fista"
             return solve_gated(
-                Fp, yp, Mp, lam * r, loss=problem.loss, tol=self.tol * r, max_iters=self.max_iter, polish=polish
+                Fp,
+                yp,
+                Mp,
+                lam * r,
+                loss=problem.loss,
+                tol=self.tol * problem.tol_scale,
+                max_iters=self.max_iter,
+                polish=polish,
             )
         method = "al" if self.solver == "auto" else self.solver
         return solve_relu(
-            Fp, yp, Mp, lam * r, loss=problem.loss, method=method, tol=self.tol * r, max_iters=self.max_iter
+            Fp,
+            yp,
+            Mp,
+            lam * r,
+            loss=problem.loss,
+            method=method,
+            tol=self.tol * problem.tol_scale,
+            max_iters=self.max_iter,
         )
 
     def _path(self, problem: _Problem, lams: np.ndarray, tol: float) -> Solution:
@@ -303,7 +323,7 @@ class _ConvexReLUBase(BaseEstimator):
             mode="warm",
             loss=problem.loss,
             method="al" if self.solver == "auto" else self.solver,
-            tol=tol * r,
+            tol=tol * problem.tol_scale,
             max_iters=self.max_iter,
             polish=self.model == "relu" or self.solver != "fista",
         )
@@ -543,8 +563,8 @@ class ConvexReLURegressor(RegressorMixin, _ConvexReLUBase):
         solver: "auto" (gated: R-FISTA + Newton polish; relu: augmented Lagrangian), "fista" (gated, no
             polish), "al" or "admm" (relu).
         loss: only "squared" (or None) for regression.
-        tol: the solver's relative tolerance: stop when the duality gap ≤ tol · max(1, |objective|) (for
-            standardized targets; the rule of `solve_gated`).
+        tol: the solver's relative tolerance: stop when the duality gap ≤ tol · max(u, |objective|) on the
+            training rows (u = 1 for standardized targets and for classification; the rule of `solve_gated`).
         max_iter: iteration budget of the solver.
         standardize: center and scale the columns of X and the targets with training statistics.
         fit_intercept: add a constant column (a bias for every neuron).
@@ -698,7 +718,7 @@ _CV_DOC = """
         selection: "best" (the λ of best mean score) or "one_se" (the largest λ whose mean score is within
             one standard error, over folds, of the best one: a sparser network).
         scoring: the held-out score: {score}
-        cv_tol: the folds' tolerance (gap ≤ cv_tol · max(1, |objective|)); looser than the refit's `tol`,
+        cv_tol: the folds' tolerance (gap ≤ cv_tol · max(u, |objective|)); looser than the refit's `tol`,
             since ranking held-out scores needs less than a certificate: on the four data sets of
             benchmarks/results/estimators.md, 1e-3 chose the λ that 1e-5 chose, with 1.5–5× fewer iterations.
         the rest: as for `{base}`.

@@ -122,6 +122,10 @@ class Loss(eqx.Module):
         """argmin_z L(z) + ‖z − w‖²/(2t) (row by row: no reduction over rows)."""
         raise NotImplementedError(f"the {self.name} loss has no prox (ADMM needs one)")
 
+    def invalid_targets(self, y: Float[Array, "n c"]) -> tuple[Array, str]:
+        """For traced targets (n, c): whether any lies outside the loss's domain, and the message to stop with."""
+        return jnp.zeros((), bool), ""
+
     def prepare_targets(self, y: ArrayLike, c: int | None = None) -> np.ndarray:
         """Check targets on the host and give them the (n, c) float form the solvers use."""
         y = np.asarray(y)
@@ -232,6 +236,9 @@ class Logistic(Loss):
     def metric(self, z, y):
         return jnp.mean(jnp.where(z >= 0, 1.0, -1.0) == y)
 
+    def invalid_targets(self, y):
+        return jnp.any(jnp.abs(y) != 1), "y must hold labels in {-1, +1} for the logistic loss"
+
     def prepare_targets(self, y, c=None):
         y = super().prepare_targets(y)
         bad = ~np.isin(y, (-1, 1))
@@ -282,6 +289,11 @@ class CrossEntropy(Loss):
 
     def metric(self, z, y):
         return jnp.mean(jnp.argmax(z, axis=1) == jnp.argmax(y, axis=1))
+
+    def invalid_targets(self, y):
+        sums = jnp.sum(y, axis=1)
+        bad = jnp.any(y < 0) | jnp.any(jnp.abs(sums - 1) > 1e-6 + 8 * jnp.finfo(y.dtype).eps * y.shape[1])
+        return bad, "y must have non-negative rows summing to 1 (one-hot) for cross_entropy"
 
     def prepare_targets(self, y, c=None):
         y = np.asarray(y)

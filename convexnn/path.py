@@ -26,8 +26,10 @@ from jax.typing import ArrayLike
 
 from . import _validate, progress
 from . import losses as _losses
+from ._units import rescales_x
 from .sharding import RowSharded, check_problem, replicate, run_sharded
 from .solution import Solution
+from .solvers._nondiff import not_differentiable
 from .solvers.admm import ADMMOptions
 from .solvers.gated import LOCKSTEP_POLISH, gated_core, gated_program
 from .solvers.relu import check_relu_method, relu_solution
@@ -96,7 +98,23 @@ def _sweep(solve: Callable[[jax.Array, jax.Array], Solution], lams: jax.Array, W
     return jax.tree.map(lambda a: a[inverse], sols)
 
 
-def _solver(model, mode, X, Y, masks, tol, constraint_tol, max_iters, loss, polish, method, monitor, rows=None, N=None):
+def _solver(
+    model,
+    mode,
+    X,
+    Y,
+    masks,
+    tol,
+    constraint_tol,
+    max_iters,
+    loss,
+    polish,
+    method,
+    monitor,
+    rows=None,
+    N=None,
+    rescale_x=True,
+):
     """The single-λ solve (λ, W_start) -> Solution of `model` on one device's rows (all rows when `rows` is None).
 
     On unsharded data the gated solve is `gated_core`, so the path is differentiable like `solve_gated`.
@@ -106,36 +124,75 @@ def _solver(model, mode, X, Y, masks, tol, constraint_tol, max_iters, loss, poli
         data = ReluData(X=X, masks=masks, y=Y, loss=loss, N=loss.normaliser(Y) if N is None else N, rows=rows)
         options = ADMMOptions() if method == "admm" else None
         return lambda lam, W: relu_solution(
-            data, lam, W, tol, constraint_tol, max_iters, method, polish, options, monitor
+            data, lam, W, tol, constraint_tol, max_iters, method, polish, options, monitor, rescale_x
         )
     if polish and mode == "vmap":
         polish = LOCKSTEP_POLISH
     if rows is None:
-        return lambda lam, W: gated_core(X, Y, masks, lam, W, tol, max_iters, loss, polish, monitor)
+        return lambda lam, W: gated_core(X, Y, masks, lam, W, tol, max_iters, loss, polish, monitor, rescale_x)
     return lambda lam, W: gated_program(
-        X, Y, masks, lam, W, tol, max_iters, loss, polish, rows=rows, N=N, monitor=monitor
+        X, Y, masks, lam, W, tol, max_iters, loss, polish, rows=rows, N=N, monitor=monitor, rescale_x=rescale_x
     )
 
 
-@eqx.filter_jit
-def _path(X, Y, masks, lams, W0, tol, constraint_tol, max_iters, loss, polish, mode, model, method, monitor=None):
-    solve = _solver(model, mode, X, Y, masks, tol, constraint_tol, max_iters, loss, polish, method, monitor)
+def _path_program(
+    X,
+    Y,
+    masks,
+    lams,
+    W0,
+    tol,
+    constraint_tol,
+    max_iters,
+    loss,
+    polish,
+    mode,
+    model,
+    method,
+    monitor=None,
+    rescale_x=True,
+):
+    solve = _solver(
+        model, mode, X, Y, masks, tol, constraint_tol, max_iters, loss, polish, method, monitor, rescale_x=rescale_x
+    )
     return _sweep(solve, lams, W0, mode)
 
 
-@eqx.filter_jit
-def _path_sharded(data, lams, W0, tol, constraint_tol, max_iters, loss, polish, mode, model, method, monitor=None):
+_path = eqx.filter_jit(_path_program)
+_relu_path = eqx.filter_jit(not_differentiable(_path_program, 8, "solve_path(model='relu')"))
+
+
+def _path_sharded_program(
+    data, lams, W0, tol, constraint_tol, max_iters, loss, polish, mode, model, method, monitor=None
+):
     """Either mode on row-sharded data: the vmap or the scan runs inside one `shard_map` program."""
     N = data.normaliser(loss)
     monitor = progress.on_mesh(monitor, data.mesh)
 
     def local(X, Y, masks, rows, lams, W0, tol, constraint_tol, max_iters):
         solve = _solver(
-            model, mode, X, Y, masks, tol, constraint_tol, max_iters, loss, polish, method, monitor, rows=rows, N=N
+            model,
+            mode,
+            X,
+            Y,
+            masks,
+            tol,
+            constraint_tol,
+            max_iters,
+            loss,
+            polish,
+            method,
+            monitor,
+            rows=rows,
+            N=N,
+            rescale_x=data.rescale_x,
         )
         return _sweep(solve, lams, W0, mode)
 
     return run_sharded(local, data, lams, W0, tol, constraint_tol, max_iters)
+
+
+_path_sharded = eqx.filter_jit(not_differentiable(_path_sharded_program, 6, "solve_path on row-sharded data"))
 
 
 def solve_path(
@@ -148,7 +205,7 @@ def solve_path(
     mode: str = "warm",
     loss: str | _losses.Loss = "squared",
     method: str = "al",
-    tol: ArrayLike = 1e-6,
+    tol: ArrayLike | None = None,
     constraint_tol: ArrayLike = 1e-6,
     max_iters: ArrayLike | None = None,
     polish: bool = True,
@@ -189,7 +246,7 @@ def solve_path(
         raise ValueError("lams must be given: solve_path(X, y, masks, lams) or solve_path(data, lams=...)")
     X, Y, masks, (P, d, c), squeeze, dtype = check_problem(X, y, masks, loss)
     lams = _validate.check_lams(lams, dtype)
-    tol = _validate.check_positive("tol", tol, dtype)
+    tol = _validate.check_positive("tol", _validate.DEFAULT_TOL if tol is None else tol, dtype)
     constraint_tol = _validate.check_positive("constraint_tol", constraint_tol, dtype)
     if max_iters is None:
         max_iters = 20_000 if model == "relu" else 10_000
@@ -199,7 +256,8 @@ def solve_path(
     if isinstance(X, RowSharded):
         sols = _path_sharded(X, *replicate(X, (lams, W0, tol, constraint_tol, max_iters)), *static)
     else:
-        sols = _path(X, Y, masks, lams, W0, tol, constraint_tol, max_iters, *static)
+        path = _relu_path if model == "relu" else _path
+        sols = path(X, Y, masks, lams, W0, tol, constraint_tol, max_iters, *static, rescales_x(X))
     progress.flush(monitor, sols)
     if squeeze:
         drop = (lambda w: tuple(a[..., 0] for a in w)) if model == "relu" else (lambda w: w[..., 0])

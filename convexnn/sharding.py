@@ -29,6 +29,7 @@ from jaxtyping import Array, Bool, Float
 from . import _validate
 from . import losses as _losses
 from ._rows import Rows
+from ._units import rescales_top, rescales_x
 
 __all__ = ["RowSharded", "shard_rows", "run_sharded", "check_sharded", "check_problem", "replicate"]
 
@@ -40,7 +41,8 @@ class RowSharded(eqx.Module):
         X: data (n_pad, d); y: targets (n_pad, c) in X's dtype; masks: (n_pad, P) bool; valid: (n_pad,) bool,
             False on padding rows. All four are placed with `NamedSharding(mesh, P(axis))`.
         n: the number of real rows (static); squeeze: whether y was 1-D (static); loss: the name of the loss
-            y was prepared for (static); mesh, axis: where the rows live (static).
+            y was prepared for (static); mesh, axis: where the rows live (static); rescale_x: whether the
+            solvers must bring X to unit scale (static; `convexnn._units.rescales_x`).
     """
 
     X: Float[Array, "n d"]
@@ -52,6 +54,7 @@ class RowSharded(eqx.Module):
     loss: str = eqx.field(static=True)
     mesh: Mesh = eqx.field(static=True)
     axis: str = eqx.field(static=True)
+    rescale_x: bool = eqx.field(static=True, default=True)
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -129,6 +132,7 @@ def shard_rows(
         n_pad = -(-n // k) * k
         arrays = (Xh, Yh, Mh, np.arange(n_pad) < n)
         placed = [jax.device_put(_pad_rows(a, n_pad), spec) for a in arrays]
+        rescale_x = rescales_x(Xh)
     else:
         sizes = _allgather([Xh.shape[0], *Xh.shape[1:], Mh.shape[1], Yh.shape[1]])
         if np.any(sizes[:, 1:] != sizes[0, 1:]):
@@ -143,7 +147,11 @@ def shard_rows(
             jax.make_array_from_process_local_data(spec, _pad_rows(a, m), (m * jax.process_count(),) + a.shape[1:])
             for a in arrays
         ]
-    return RowSharded(*placed, n=n, squeeze=squeeze, loss=loss.name, mesh=mesh, axis=axis)
+        top = float(np.max(np.abs(Xh))) if Xh.size else 0.0  # every process's max |X| through its exponent
+        exponent = int(np.frexp(top)[1]) if top > 0 else -(2**30)
+        top_exponent = int(_allgather([exponent])[:, 0].max())
+        rescale_x = rescales_top(float(np.ldexp(0.5, top_exponent)) if top_exponent > -(2**30) else 0.0)
+    return RowSharded(*placed, n=n, squeeze=squeeze, loss=loss.name, mesh=mesh, axis=axis, rescale_x=rescale_x)
 
 
 def check_sharded(data: RowSharded, y: Any, masks: Any, loss: _losses.Loss) -> None:

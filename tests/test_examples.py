@@ -70,3 +70,22 @@ def test_demo_says_an_unrestricted_relu_net_is_not_covered():
 @pytest.mark.parametrize("name", ["tune_lambda"])
 def test_examples_have_docstrings(name):
     assert _load(name).__doc__.strip()
+
+
+def test_readme_quick_start_prints_what_the_readme_shows():
+    """The README's quick start, run as a user runs it (a fresh process, float64 off): it converges, and prints
+    the status, objective and weights its comment shows (it used to print status=stalled under a comment
+    promising converged)."""
+    import subprocess
+    import sys
+
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("## Quick start", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    shown = " ".join(line.lstrip("# ").strip() for line in block.splitlines() if line.startswith("#"))
+    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith(("JAX_", "XLA_"))}
+    out = subprocess.run([sys.executable, "-c", block], capture_output=True, text=True, env=env, check=True).stdout
+    printed = out.strip().splitlines()[-1]
+    field = lambda text, name: re.search(rf"{name}=(\w+\[[^\]]*\]|[^,)]+)", text).group(1)  # noqa: E731
+    assert field(printed, "status") == field(shown, "status") == "converged", printed
+    assert field(printed, "weights") == field(shown, "weights") == "float32[100, 10]"
+    assert float(field(printed, "objective")) == pytest.approx(float(field(shown, "objective")), rel=1e-5)

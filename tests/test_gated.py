@@ -52,7 +52,7 @@ def test_matches_clarabel(name, lam):
     p_star = reference(name, lam)
     assert sol.status == cn.Status.CONVERGED, sol
     assert abs(float(sol.objective) - p_star) <= 1e-6 * abs(p_star), (float(sol.objective), p_star)
-    assert float(sol.gap) <= 1e-8 * max(1.0, abs(float(sol.objective)))
+    assert float(sol.gap) <= 1e-8 * max(float(cn.certificates.objective_unit(p.y, p.loss)), abs(float(sol.objective)))
     # Clarabel's own accuracy is ~1e-10 relative: the certificate must hold up to that.
     assert float(sol.gap) >= float(sol.objective) - p_star - 1e-9 * abs(p_star)
     assert sol.weights.dtype == p.X.dtype

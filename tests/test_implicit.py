@@ -100,3 +100,22 @@ def test_validation_loss_gradient_through_a_path(prob):
     np.testing.assert_allclose(
         jnp.vdot(jax.grad(val_loss)(log_lams), direction), _central(val_loss, log_lams, direction, 1e-6), rtol=1e-4
     )
+
+
+def test_solvers_without_derivatives_say_so(prob):
+    """jax.grad through an exact-ReLU or a row-sharded solve used to fail inside JAX (reverse-mode through a
+    while_loop); each now names itself and what does have derivatives, eagerly and under jit."""
+    X, y, masks = prob.X, prob.y, prob.masks
+    data = cn.shard_rows(jax.make_mesh((2,), ("data",)), X, y, masks)
+    cases = {
+        "solve_relu": lambda lam: cn.solve_relu(X, y, masks, lam).objective,
+        "solve_relu on row-sharded data": lambda lam: cn.solve_relu(data, lam=lam).objective,
+        "solve_gated on row-sharded data": lambda lam: cn.solve_gated(data, lam=lam).objective,
+        "solve_path\\(model='relu'\\)": lambda lam: cn.solve_path(X, y, masks, lam[None], model="relu").objective[0],
+        "solve_path on row-sharded data": lambda lam: cn.solve_path(data, lams=lam[None]).objective[0],
+    }
+    for name, f in cases.items():
+        for transform in (jax.grad, lambda g: jax.jit(jax.grad(g))):
+            with pytest.raises(ValueError, match=f"{name} is not differentiable"):
+                transform(f)(jnp.asarray(1e-2))
+    assert float(jax.grad(lambda lam: cn.solve_gated(X, y, masks, lam).objective)(jnp.asarray(1e-2))) > 0

@@ -35,7 +35,7 @@ def test_every_point_equals_a_single_solve(prob, lams, mode):
     np.testing.assert_allclose(np.asarray(path.lam), np.asarray(lams))
     for k, lam in enumerate(lams):
         single = cn.solve_gated(prob.X, prob.y, prob.masks, lam, tol=TOL)
-        scale = max(1.0, abs(float(single.objective)))
+        scale = max(float(cn.certificates.objective_unit(prob.y)), abs(float(single.objective)))
         assert abs(float(path.objective[k]) - float(single.objective)) <= 2 * TOL * scale
         assert float(path.gap[k]) <= TOL * scale
 
@@ -77,7 +77,7 @@ def test_relu_path_points_equal_single_solves(relu_prob, relu_lams, mode):
     assert float(jnp.max(path.violation)) <= tol
     for k, lam in enumerate(relu_lams):
         single = cn.solve_relu(p.X, p.y, p.masks, lam, tol=tol, constraint_tol=tol)
-        scale = max(1.0, abs(float(single.objective)))
+        scale = max(float(cn.certificates.objective_unit(p.y)), abs(float(single.objective)))
         assert abs(float(path.objective[k]) - float(single.objective)) <= 4 * tol * scale
 
 
@@ -184,7 +184,7 @@ def test_relu_lam_max_is_the_zero_threshold_of_the_exact_program(case):
     at = cn.solve_relu(p.X, p.y, p.masks, top * 1.01, loss=p.loss, tol=tol, constraint_tol=tol)
     assert all(float(jnp.max(jnp.abs(w))) == 0.0 for w in at.weights)
     near = cn.solve_relu(p.X, p.y, p.masks, top * (1 + 1e-6), loss=p.loss, tol=tol, constraint_tol=tol)
-    assert abs(float(near.objective) - zero) <= 10 * tol * max(1.0, zero)
+    assert abs(float(near.objective) - zero) <= 10 * tol * max(float(cn.certificates.objective_unit(p.y, p.loss)), zero)
     inside = cn.solve_relu(p.X, p.y, p.masks, top * 0.99, loss=p.loss, tol=tol, constraint_tol=tol)
     assert float(inside.objective) < zero - 1e-9 * zero
     assert max(float(jnp.max(jnp.abs(w))) for w in inside.weights) > 1e-4

@@ -47,6 +47,7 @@ from jaxtyping import Array, Int, Scalar
 from .. import losses as _losses
 from .. import progress, prox
 from .._rows import row_sum, row_total
+from .._units import Units
 from ..solution import RUNNING, Status
 from .admm_polish import PolishResult, polish_relu
 from .newton import NewtonOptions, pcg
@@ -141,13 +142,15 @@ def solve_relu_admm(
     opts: ADMMOptions,
     monitor: progress.Monitor | None = None,
     polish: bool = True,
+    units: Units | None = None,
 ) -> ADMMState:
     """ADMM for the exact ReLU program from u = v = W0; see the module docstring.
 
     With `polish`, every `opts.polish_every` ADMM steps an active-set Newton polish (`admm_polish`) solves
     for the point ADMM's active set implies; it ends the solve when the exact certificate accepts it.
 
-    With a `monitor` (static), reports after ADMM steps (every `monitor.every` iterations) and at the end.
+    With a `monitor` (static), reports after ADMM steps (every `monitor.every` iterations) and at the end,
+    in the user's units when the problem was rescaled by `units`.
     """
     dtype = W0.dtype
     N = data.N
@@ -270,6 +273,13 @@ def solve_relu_admm(
 
     def report(st: ADMMState, **when):
         fields = dict(objective=st.objective, gap=st.gap, violation=st.violation, step=st.rho, lam=lam)
+        if units is not None:
+            fields.update(
+                objective=units.objective_out(st.objective),
+                gap=units.objective_out(st.gap),
+                step=units.weight_penalty_out(st.rho),
+                lam=units.lam_out(lam),
+            )
         progress.report(monitor, iteration=st.iterations, **fields, **when)
 
     alpha = jnp.asarray(opts.relaxation, dtype)

@@ -20,11 +20,12 @@ from jax import lax
 from jax.typing import ArrayLike
 from jaxtyping import Array, Float, Int, Scalar
 
-from .. import _validate
+from .. import _validate, progress
 from .. import losses as _losses
-from .. import progress
+from .._units import Units, rescales_x, units_of
 from ..sharding import RowSharded, check_problem, replicate, run_sharded
 from ..solution import RUNNING, Solution, Status
+from ._nondiff import not_differentiable
 from .fista import FistaOptions, FistaState, check, evaluate, fista_step, init_state, is_finite, with_status
 from .implicit import gated_solution_vjp
 from .newton import NewtonOptions, newton_polish
@@ -124,12 +125,14 @@ def solve_composite(
     polish_opts: PolishOptions = PolishOptions(),
     stall_opts: StallOptions = StallOptions(),
     monitor: progress.Monitor | None = None,
+    units: Units | None = None,
 ) -> FistaState:
     """min_W F(K W) + λ Σ_g ‖W_g‖₂ from W0 until gap ≤ tol·max(1, |objective|) or max_iters iterations.
 
     A pure function of arrays: jit it, vmap it (over λ, data or W0), or run it inside shard_map with an
     objective whose reductions are collective. Returns the final loop state with its status set. With a
-    `monitor` (static) it reports every `monitor.every` iterations and at the end (`convexnn.progress`).
+    `monitor` (static) it reports every `monitor.every` iterations and at the end (`convexnn.progress`),
+    in the user's units when the problem was rescaled by `units`.
     """
     s = with_status(init_state(obj, lam, W0), tol)
 
@@ -141,7 +144,15 @@ def solve_composite(
         return running(c.s) & ~(polish & ready)
 
     def report(s: FistaState, **when):
-        progress.report(monitor, iteration=s.iterations, objective=s.objective, gap=s.gap, step=s.step, lam=lam, **when)
+        values = dict(objective=s.objective, gap=s.gap, step=s.step, lam=lam)
+        if units is not None:
+            values = dict(
+                objective=units.objective_out(s.objective),
+                gap=units.objective_out(s.gap),
+                step=units.step_out(s.step),
+                lam=units.lam_out(lam),
+            )
+        progress.report(monitor, iteration=s.iterations, **values, **when)
 
     def phase_body(c: _Carry):
         new = _track(c._replace(s=check(c.s, fista_step(obj, lam, c.s, fista_opts), tol)), stall_opts)
@@ -177,40 +188,59 @@ def solve_composite(
     return out
 
 
-def gated_program(X, Y, masks, lam, W0, tol, max_iters, loss, polish, rows=None, N=None, monitor=None) -> Solution:
-    """The gated solve on canonical inputs as a `Solution`; with `rows`, on one shard of row-sharded data."""
+def gated_program(
+    X, Y, masks, lam, W0, tol, max_iters, loss, polish, rows=None, N=None, monitor=None, rescale_x=True
+) -> Solution:
+    """The gated solve on canonical inputs as a `Solution`; with `rows`, on one shard of row-sharded data.
+
+    The solver runs on the problem brought to unit scale (`convexnn._units`); what it returns is in the
+    user's units.
+    """
     N = loss.normaliser(Y) if N is None else N
-    obj = GatedObjective(X=X, masks=masks, y=Y, loss=loss, N=N, rows=rows)
+    units = units_of(X, Y, loss, N, rows, rescale_x)
+    Xs, Ys = units.data(X, Y)
+    obj = GatedObjective(X=Xs, masks=masks, y=Ys, loss=loss, N=N, rows=rows)
     # `polish` is a bool, or the PolishOptions to polish with (see LOCKSTEP_POLISH).
     opts = polish if isinstance(polish, PolishOptions) else PolishOptions()
-    s = solve_composite(obj, lam, W0, tol, max_iters, polish=bool(polish), polish_opts=opts, monitor=monitor)
+    s = solve_composite(
+        obj,
+        units.lam_in(lam),
+        units.weights_in(W0),
+        tol,
+        max_iters,
+        polish=bool(polish),
+        polish_opts=opts,
+        monitor=monitor,
+        units=units,
+    )
+    W, objective, gap = units.weights_out(s.W), units.objective_out(s.objective), units.objective_out(s.gap)
     return Solution(
-        weights=s.W,
-        objective=s.objective,
-        gap=s.gap,
+        weights=W,
+        objective=objective,
+        gap=gap,
         violation=jnp.zeros((), X.dtype),
         iterations=s.iterations,
-        status=s.status,
+        status=units.status_out(s.status, objective, gap, W),
         lam=lam,
     )
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(7, 8, 9))
-def gated_core(X, Y, masks, lam, W0, tol, max_iters, loss, polish, monitor=None) -> Solution:
+@functools.partial(jax.custom_vjp, nondiff_argnums=(7, 8, 9, 10))
+def gated_core(X, Y, masks, lam, W0, tol, max_iters, loss, polish, monitor=None, rescale_x=True) -> Solution:
     """The gated solve on canonical inputs (X (n, d), Y (n, c), bool masks, scalar arrays), un-jitted.
 
     Differentiable in X, Y and λ by implicit differentiation of the optimality conditions
     (`convexnn.solvers.implicit`); the loop itself is never differentiated.
     """
-    return gated_program(X, Y, masks, lam, W0, tol, max_iters, loss, polish, monitor=monitor)
+    return gated_program(X, Y, masks, lam, W0, tol, max_iters, loss, polish, monitor=monitor, rescale_x=rescale_x)
 
 
-def _gated_core_fwd(X, Y, masks, lam, W0, tol, max_iters, loss, polish, monitor=None):
-    sol = gated_program(X, Y, masks, lam, W0, tol, max_iters, loss, polish, monitor=monitor)
+def _gated_core_fwd(X, Y, masks, lam, W0, tol, max_iters, loss, polish, monitor=None, rescale_x=True):
+    sol = gated_program(X, Y, masks, lam, W0, tol, max_iters, loss, polish, monitor=monitor, rescale_x=rescale_x)
     return sol, (X, Y, masks, lam, sol.weights)
 
 
-def _gated_core_bwd(loss, polish, monitor, residuals, ct: Solution):
+def _gated_core_bwd(loss, polish, monitor, rescale_x, residuals, ct: Solution):
     X, Y, masks, lam, W = residuals
     X_bar, Y_bar, lam_bar = gated_solution_vjp(X, Y, masks, lam, W, loss, ct.weights, ct.objective)
     return X_bar, Y_bar, None, lam_bar + ct.lam, None, None, None
@@ -226,12 +256,26 @@ def gated_sharded(data: RowSharded, lam, W0, tol, max_iters, loss, polish, monit
     monitor = progress.on_mesh(monitor, data.mesh)
 
     def local(X, Y, masks, rows, lam, W0, tol, max_iters):
-        return gated_program(X, Y, masks, lam, W0, tol, max_iters, loss, polish, rows=rows, N=N, monitor=monitor)
+        return gated_program(
+            X,
+            Y,
+            masks,
+            lam,
+            W0,
+            tol,
+            max_iters,
+            loss,
+            polish,
+            rows=rows,
+            N=N,
+            monitor=monitor,
+            rescale_x=data.rescale_x,
+        )
 
     return run_sharded(local, data, lam, W0, tol, max_iters)
 
 
-_solve_gated_sharded_jit = eqx.filter_jit(gated_sharded)
+_solve_gated_sharded_jit = eqx.filter_jit(not_differentiable(gated_sharded, 5, "solve_gated on row-sharded data"))
 
 
 def solve_gated(
@@ -241,8 +285,8 @@ def solve_gated(
     lam: ArrayLike | None = None,
     *,
     loss: str | _losses.Loss = "squared",
-    tol: ArrayLike = 1e-6,
-    max_iters: ArrayLike = 10_000,
+    tol: ArrayLike | None = None,
+    max_iters: ArrayLike | None = None,
     init: ArrayLike | None = None,
     polish: bool = True,
     verbose: bool | int = False,
@@ -271,9 +315,12 @@ def solve_gated(
         masks: activation patterns (n, P), bool (see `activation_masks`); used in the order given.
         lam: λ ≥ 0.
         loss: "squared", "logistic", "cross_entropy" or a `Loss` instance.
-        tol: stop when the duality gap ≤ tol · max(1, |objective|).
-        max_iters: iteration budget, counting R-FISTA steps and Newton–CG steps alike (each costs one
-            product with X and one with Xᵀ; a Newton step's gradient counts as one more).
+        tol: stop when the duality gap ≤ tol · max(u, |objective|) (None: 1e-6). u is the unit of the
+            objective (`certificates.objective_unit(y, loss)`): for the squared loss the targets' variance
+            averaged over outputs (1 for standardized targets), for the label losses 1; so the rule, like
+            every result, does not depend on the units of X, y and λ.
+        max_iters: iteration budget (None: 10 000), counting R-FISTA steps and Newton–CG steps alike (each
+            costs one product with X and one with Xᵀ; a Newton step's gradient counts as one more).
         init: initial weights, shaped like the solution's weights (default zero).
         polish: use the active-set Newton polish (turn off for plain R-FISTA).
         verbose: print progress from inside the compiled loop every `verbose` iterations (True: every 100)
@@ -294,8 +341,8 @@ def solve_gated(
         raise ValueError("lam must be given: solve_gated(X, y, masks, lam) or solve_gated(data, lam=...)")
     X, Y, masks, (P, d, c), squeeze, dtype = check_problem(X, y, masks, loss)
     lam = _validate.check_lam(lam, dtype)
-    tol = _validate.check_positive("tol", tol, dtype)
-    max_iters = _validate.check_positive("max_iters", max_iters, dtype, integer=True)
+    tol = _validate.check_positive("tol", _validate.DEFAULT_TOL if tol is None else tol, dtype)
+    max_iters = _validate.check_positive("max_iters", 10_000 if max_iters is None else max_iters, dtype, integer=True)
     if init is None:
         W0 = jnp.zeros((P, d, c), dtype)
     else:
@@ -304,7 +351,7 @@ def solve_gated(
         args = replicate(X, (lam, W0, tol, max_iters))
         sol = _solve_gated_sharded_jit(X, *args, loss, polish, monitor)
     else:
-        sol = _solve_gated_jit(X, Y, masks, lam, W0, tol, max_iters, loss, polish, monitor)
+        sol = _solve_gated_jit(X, Y, masks, lam, W0, tol, max_iters, loss, polish, monitor, rescales_x(X))
         # The patterns travel with the solution (the same buffer, no copy outside jit), so that
         # `cone_decompose(solution, X)` knows them.
         sol = eqx.tree_at(lambda s: s.stats, sol, {**sol.stats, "masks": masks})

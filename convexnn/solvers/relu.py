@@ -15,11 +15,12 @@ import equinox as eqx
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from .. import _validate
+from .. import _validate, progress
 from .. import losses as _losses
-from .. import progress
+from .._units import rescales_x, units_of
 from ..sharding import RowSharded, check_problem, replicate, run_sharded
 from ..solution import Solution
+from ._nondiff import not_differentiable
 from .admm import solve_relu_admm
 from .augmented_lagrangian import solve_relu_al
 from .relu_objectives import ReluData, stack, unstack
@@ -38,38 +39,52 @@ def check_relu_method(method: str, loss: _losses.Loss) -> None:
 
 
 def relu_solution(
-    data, lam, W0, tol, constraint_tol, max_iters, method, polish, admm_options, monitor=None
+    data, lam, W0, tol, constraint_tol, max_iters, method, polish, admm_options, monitor=None, rescale_x=True
 ) -> Solution:
-    """The exact ReLU solve of `data` (one device's rows, or all) from W0 = [U0; V0] as a `Solution` (un-jitted)."""
+    """The exact ReLU solve of `data` (one device's rows, or all) from W0 = [U0; V0] as a `Solution` (un-jitted).
+
+    The solver runs on the problem brought to unit scale (`convexnn._units`); what it returns is in the
+    user's units, its `stats` too.
+    """
+    units = units_of(data.X, data.y, data.loss, data.N, data.rows, rescale_x)
+    Xs, Ys = units.data(data.X, data.y)
+    data = eqx.tree_at(lambda d: (d.X, d.y), data, (Xs, Ys))
+    lam_s, W0 = units.lam_in(lam), units.weights_in(W0)
     if method == "al":
-        s = solve_relu_al(data, lam, W0, tol, constraint_tol, max_iters, polish=polish, monitor=monitor)
+        s = solve_relu_al(data, lam_s, W0, tol, constraint_tol, max_iters, polish=polish, monitor=monitor, units=units)
         stats = {"outer_steps": s.outer_steps, "rho": s.rho}
     else:
-        s = solve_relu_admm(data, lam, W0, tol, constraint_tol, max_iters, admm_options, monitor=monitor, polish=polish)
+        s = solve_relu_admm(
+            data, lam_s, W0, tol, constraint_tol, max_iters, admm_options, monitor=monitor, polish=polish, units=units
+        )
         stats = {
             "admm_steps": s.admm_steps,
             "cg_iterations": s.cg_iterations,
             "polishes": s.polishes,
-            "rho": s.rho,
+            "rho": units.weight_penalty_out(s.rho),  # on ‖u − v‖²: weights carry units (ρ_s, ρ_z have none)
             "rho_s": s.rho_s,
             "rho_z": s.rho_z,
         }
+    W, objective, gap = units.weights_out(s.W), units.objective_out(s.objective), units.objective_out(s.gap)
     return Solution(
-        weights=unstack(s.W),
-        objective=s.objective,
-        gap=s.gap,
+        weights=unstack(W),
+        objective=objective,
+        gap=gap,
         violation=s.violation,
         iterations=s.iterations,
-        status=s.status,
+        status=units.status_out(s.status, objective, gap, W),
         lam=lam,
         stats=stats,
     )
 
 
-@eqx.filter_jit
-def _solve_relu_jit(X, Y, masks, lam, W0, tol, constraint_tol, max_iters, loss, method, polish, admm_options, monitor):
+def _relu_program(
+    X, Y, masks, lam, W0, tol, constraint_tol, max_iters, loss, method, polish, admm_options, monitor, rescale_x
+):
     data = ReluData(X=X, masks=masks, y=Y, loss=loss, N=loss.normaliser(Y))
-    return relu_solution(data, lam, W0, tol, constraint_tol, max_iters, method, polish, admm_options, monitor)
+    return relu_solution(
+        data, lam, W0, tol, constraint_tol, max_iters, method, polish, admm_options, monitor, rescale_x
+    )
 
 
 def relu_sharded(
@@ -81,12 +96,15 @@ def relu_sharded(
 
     def local(X, Y, masks, rows, lam, W0, tol, constraint_tol, max_iters):
         shard = ReluData(X=X, masks=masks, y=Y, loss=loss, N=N, rows=rows)
-        return relu_solution(shard, lam, W0, tol, constraint_tol, max_iters, method, polish, admm_options, monitor)
+        return relu_solution(
+            shard, lam, W0, tol, constraint_tol, max_iters, method, polish, admm_options, monitor, data.rescale_x
+        )
 
     return run_sharded(local, data, lam, W0, tol, constraint_tol, max_iters)
 
 
-_solve_relu_sharded_jit = eqx.filter_jit(relu_sharded)
+_solve_relu_jit = eqx.filter_jit(not_differentiable(_relu_program, 8, "solve_relu"))
+_solve_relu_sharded_jit = eqx.filter_jit(not_differentiable(relu_sharded, 6, "solve_relu on row-sharded data"))
 
 
 def solve_relu(
@@ -97,9 +115,9 @@ def solve_relu(
     *,
     loss: str | _losses.Loss = "squared",
     method: str = "al",
-    tol: ArrayLike = 1e-6,
+    tol: ArrayLike | None = None,
     constraint_tol: ArrayLike = 1e-6,
-    max_iters: ArrayLike = 20_000,
+    max_iters: ArrayLike | None = None,
     init: Any = None,
     polish: bool = True,
     admm_options=None,
@@ -116,9 +134,10 @@ def solve_relu(
         method: "al" (augmented Lagrangian, subproblems by R-FISTA + Newton polish; every loss) or
             "admm" (ADMM with a Nyström-preconditioned CG linear solve; squared loss in its u-step, the
             logistic loss through its prox; cross-entropy not yet).
-        tol: stop when the duality gap ≤ tol · max(1, |objective|) ...
+        tol: stop when the duality gap ≤ tol · max(u, |objective|) (None: 1e-6; u as in `solve_gated`) ...
         constraint_tol: ... and the cone violation max (−s_i ⊙ X w_i)₊ / max |X W| ≤ constraint_tol.
-        max_iters: iteration budget (each iteration costs about one product with X and one with Xᵀ).
+        max_iters: iteration budget (None: 20 000; each iteration costs about one product with X and one
+            with Xᵀ).
         init: initial (U, V), each shaped like the weights (default zero).
         polish: use the Newton polish inside the AL subproblems; for ADMM, try its active-set polish
             (`admm_polish`) every so often and stop once the certificate accepts the polished point.
@@ -139,9 +158,9 @@ def solve_relu(
         raise ValueError("lam must be given: solve_relu(X, y, masks, lam) or solve_relu(data, lam=...)")
     X, Y, masks, (P, d, c), squeeze, dtype = check_problem(X, y, masks, loss)
     lam = _validate.check_lam(lam, dtype)
-    tol = _validate.check_positive("tol", tol, dtype)
+    tol = _validate.check_positive("tol", _validate.DEFAULT_TOL if tol is None else tol, dtype)
     constraint_tol = _validate.check_positive("constraint_tol", constraint_tol, dtype)
-    max_iters = _validate.check_positive("max_iters", max_iters, dtype, integer=True)
+    max_iters = _validate.check_positive("max_iters", 20_000 if max_iters is None else max_iters, dtype, integer=True)
     if init is None:
         W0 = jnp.zeros((2 * P, d, c), dtype)
     else:
@@ -157,7 +176,20 @@ def solve_relu(
         sol = _solve_relu_sharded_jit(X, *args, loss, method, polish, admm_options, monitor)
     else:
         sol = _solve_relu_jit(
-            X, Y, masks, lam, W0, tol, constraint_tol, max_iters, loss, method, polish, admm_options, monitor
+            X,
+            Y,
+            masks,
+            lam,
+            W0,
+            tol,
+            constraint_tol,
+            max_iters,
+            loss,
+            method,
+            polish,
+            admm_options,
+            monitor,
+            rescales_x(X),
         )
     progress.flush(monitor, sol)
     if squeeze:
