@@ -29,6 +29,7 @@ import numpy as np
 import optax
 
 from . import baselines, losses, patterns
+from .certificates import objective_unit
 from .networks import to_network
 from .solution import Status
 from .solvers.gated import solve_gated
@@ -282,13 +283,14 @@ def main(argv: list[str] | None = None) -> None:
         pred = pred[:, None] if pred.ndim == 1 else pred
         return f"{float(metric(pred, jnp.asarray(Y, dtype))):.4f}"
 
-    bound_row, relative_row = "objective − p* ≤ (certified)", "relative: ÷ max(1, |objective|)"
+    bound_row, relative_row = "objective − p* ≤ (certified)", "relative: ÷ max(u, |objective|)"
     low = float(sol.objective) - float(sol.gap)  # p* ≥ low, certified by the dual point
+    unit = float(objective_unit(ytr_fit, loss))  # the stopping rule's u: gap ≤ tol·max(u, |objective|)
     convex = {
         "status": Status(int(sol.status)).name.lower(),
         "objective": f"{float(sol.objective):.8g}",
         bound_row: f"{float(sol.gap):.3g}",
-        relative_row: f"{float(sol.gap) / max(1.0, abs(float(sol.objective))):.3g}",
+        relative_row: f"{float(sol.gap) / max(unit, abs(float(sol.objective))):.3g}",
         "iterations / steps": f"{iterations}",
         f"train {name}": score(net, Xtr_j, Ytr),
         f"test {name}": score(net, Xte_j, Yte),
@@ -317,7 +319,7 @@ def main(argv: list[str] | None = None) -> None:
             "status": "time budget",
             "objective": f"{adam_obj:.8g}",
             bound_row: f"{adam_obj - low:.3g}" if covered else "not covered",
-            relative_row: f"{(adam_obj - low) / max(1.0, abs(adam_obj)):.3g}" if covered else "—",
+            relative_row: f"{(adam_obj - low) / max(unit, abs(adam_obj)):.3g}" if covered else "—",
             "iterations / steps": f"{steps}",
             f"train {name}": score(adam_net, Xtr_j, Ytr),
             f"test {name}": score(adam_net, Xte_j, Yte),
@@ -338,6 +340,8 @@ def main(argv: list[str] | None = None) -> None:
     for k in keys:
         cells = "  ".join(f"{col[k]:<{w}}" for col, w in zip(columns.values(), widths, strict=True))
         print(f"  {k:<{key_width}}  {cells}")
+    print(f"u = {unit:.4g}: the objective's unit in the stopping rule gap ≤ tol·max(u, |objective|)", end=" ")
+    print("(the targets' variance for the squared loss, 1 for the label losses).")
     print(_what_is_certified(args, Xtr.shape[0], low, adam_obj))
 
 
