@@ -25,6 +25,7 @@ from jaxtyping import Array, Int, Scalar
 from .. import progress, prox
 from .._units import Units
 from ..solution import RUNNING, Status
+from .fista import rounding_scale
 from .gated import PolishOptions, solve_composite
 from .newton import NewtonOptions
 from .relu_objectives import AugmentedLagrangianObjective, ReluData, relu_duality_gap, relu_violation
@@ -197,7 +198,7 @@ def solve_relu_al(
 
         outer_steps = s.outer_steps + 1
         due = outer_steps - s.window_start >= opts.stall_window
-        floor = opts.stall_rel_eps * eps * jnp.maximum(1, jnp.abs(low_objective))
+        floor = opts.stall_rel_eps * eps * rounding_scale(low_objective)
         moved = (
             (best.gap < 0.5 * s.window_gap)
             | (low_objective < s.window_objective - floor)

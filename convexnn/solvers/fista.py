@@ -169,6 +169,17 @@ def is_finite(s: FistaState) -> Bool[Array, ""]:
     return jnp.all(jnp.isfinite(s.W)) & jnp.isfinite(s.objective) & jnp.isfinite(s.gap)
 
 
+def rounding_scale(objective: Scalar) -> Scalar:
+    """How large the rounding of a computed objective is, in epsilons: √(|F| · max(1, |F|)).
+
+    In the solvers' units (targets of unit variance), a loss value's rounding is that of its residuals times
+    the targets' scale, √|F| · 1, and at least that of the value itself, |F|. Stall rules compare progress
+    with it: relative to max(1, |F|) alone, a well-fitted problem (|F| ≪ 1) would look stalled far too soon.
+    """
+    size = jnp.abs(objective)
+    return jnp.sqrt(size * jnp.maximum(1, size))
+
+
 def converged(s: FistaState, tol: Scalar) -> Bool[Array, ""]:
     """The stopping rule of every solver: gap ≤ tol · max(1, |objective|)."""
     return s.gap <= tol * jnp.maximum(1, jnp.abs(s.objective))

@@ -26,7 +26,17 @@ from .._units import Units, rescales_x, units_of
 from ..sharding import RowSharded, check_problem, replicate, run_sharded
 from ..solution import RUNNING, Solution, Status
 from ._nondiff import not_differentiable
-from .fista import FistaOptions, FistaState, check, evaluate, fista_step, init_state, is_finite, with_status
+from .fista import (
+    FistaOptions,
+    FistaState,
+    check,
+    evaluate,
+    fista_step,
+    init_state,
+    is_finite,
+    rounding_scale,
+    with_status,
+)
 from .implicit import gated_solution_vjp
 from .newton import NewtonOptions, newton_polish
 from .objectives import CompositeSmooth, GatedObjective
@@ -35,8 +45,8 @@ __all__ = ["solve_gated", "solve_composite", "gated_program", "gated_sharded", "
 
 
 class StallOptions(NamedTuple):
-    """Stop with STALLED when, over `window` iterations, the best objective fell by less than
-    `rel_eps` machine epsilons (relative) and the best gap did not halve: rounding has won."""
+    """Stop with STALLED when, over `window` iterations, the best objective fell by less than `rel_eps`
+    epsilons times its rounding scale (`fista.rounding_scale`) and the best gap did not halve: rounding has won."""
 
     window: int = 200
     rel_eps: float = 64.0
@@ -75,7 +85,7 @@ def _track(c: _Carry, opts: StallOptions) -> _Carry:
     best_gap = jnp.minimum(c.best_gap, s.gap)
     eps = jnp.finfo(s.objective.dtype).eps
     due = s.iterations - c.window_start >= opts.window
-    moved = (c.window_objective - best_objective > opts.rel_eps * eps * jnp.maximum(1, jnp.abs(best_objective))) | (
+    moved = (c.window_objective - best_objective > opts.rel_eps * eps * rounding_scale(best_objective)) | (
         best_gap < 0.5 * c.window_gap
     )
     stalled = due & ~moved & (s.status == RUNNING)
