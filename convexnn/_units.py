@@ -19,7 +19,6 @@ nor u need be representable on their own.
 from __future__ import annotations
 
 import equinox as eqx
-import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int, Scalar
@@ -28,24 +27,15 @@ from . import losses as _losses
 from ._rows import Rows, row_column_sum, row_max
 from .solution import Status
 
-__all__ = ["Units", "units_of", "target_scale", "rescales_x", "rescales_top"]
+__all__ = ["Units", "units_of", "target_scale", "rescales_top"]
 
 
 _X_RANGE = 16  # max |X| within [2^-16, 2^16] is left as it is
 
 
-def rescales_x(X) -> bool:
-    """Static: whether a solve must bring X to unit scale: False only for a concrete X whose max |X| lies
-    within [2^-16, 2^16] (the solvers then leave it as it is and compile no copy of it)."""
-    try:
-        top = float(np.max(np.abs(np.asarray(X)))) if np.size(X) else 0.0
-    except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
-        return True
-    return rescales_top(top)
-
-
 def rescales_top(top: float) -> bool:
-    """`rescales_x` for an X whose max |X| is `top`."""
+    """Static: whether a solve must bring an X whose max |X| is `top` to unit scale: False within
+    [2^-16, 2^16] (the solvers then leave X as it is and compile no copy of it). A traced X is rescaled."""
     e = int(np.frexp(top)[1]) if top > 0 and np.isfinite(top) else 0
     return abs(e) > _X_RANGE
 
@@ -134,7 +124,7 @@ def units_of(
     """The `Units` of a problem: X (n, d), targets Y (n, c) as the loss takes them and its normaliser N.
 
     On row-sharded data (`rows` set) every maximum and sum covers all shards. `rescale_x` (static; see
-    `rescales_x`) False: X is known to need no scaling.
+    `rescales_top`) False: X is known to need no scaling.
     """
     y_exp, y_root = target_scale(Y, loss, N, rows)
     x_exp = _x_exponent(row_max(jnp.abs(X), rows)) if rescale_x else jnp.zeros((), jnp.int32)

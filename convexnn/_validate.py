@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import losses as _losses
+from ._units import rescales_top
 
 __all__ = [
     "concrete",
@@ -72,8 +73,21 @@ def _finite(name: str, x: Any) -> Any:
     return x
 
 
-def check_data(X: Any, y: Any, masks: Any, loss: _losses.Loss) -> tuple[jax.Array, jax.Array, jax.Array, bool]:
-    """Validate (X, y, masks) and return X, y as (n, c) in X's dtype, masks as bool, and whether y was 1-D.
+def _check_X(X: Any) -> tuple[Any, bool]:
+    """X, finite, and whether the solvers must rescale it (`_units`), from one pass over its values: max |X|
+    is finite exactly when every entry is. Traced: the check goes into the program, and X is rescaled."""
+    if _traced(X):
+        return _finite("X", X), True
+    v = np.asarray(X)
+    top = float(np.max(np.abs(v))) if v.size else 0.0
+    if not np.isfinite(top):
+        _finite("X", v)  # counts the bad entries and raises
+    return X, rescales_top(top)
+
+
+def check_data(X: Any, y: Any, masks: Any, loss: _losses.Loss) -> tuple[jax.Array, jax.Array, jax.Array, bool, bool]:
+    """Validate (X, y, masks) and return X, y as (n, c) in X's dtype, masks as bool, whether y was 1-D and
+    whether the solvers must bring X to unit scale (static; `convexnn._units`).
 
     Raises:
         ValueError: naming the argument, what was expected and what came (for traced values: when the
@@ -90,7 +104,7 @@ def check_data(X: Any, y: Any, masks: Any, loss: _losses.Loss) -> tuple[jax.Arra
         raise ValueError("X must have at least one column (d = 0)")
     if np.dtype(X.dtype) not in _FLOATS:
         raise ValueError(f"X must be float32 or float64; got {X.dtype}")
-    X = _finite("X", X)
+    X, rescale_x = _check_X(X)
 
     if not hasattr(masks, "shape"):
         masks = np.asarray(masks)
@@ -126,13 +140,14 @@ def check_data(X: Any, y: Any, masks: Any, loss: _losses.Loss) -> tuple[jax.Arra
         Y = _fail_if(Y, bad, message)
     if Y.shape[1] == 0:
         raise ValueError("y must have at least one output column (c = 0)")
-    return jnp.asarray(X), Y, jnp.asarray(masks, dtype=bool), squeeze
+    return jnp.asarray(X), Y, jnp.asarray(masks, dtype=bool), squeeze, rescale_x
 
 
 def check_host_data(
     X: Any, y: Any, masks: Any, loss: _losses.Loss, c: int | None = None
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
-    """As `check_data`, on the host: NumPy X (n, d), y (n, c) in X's dtype, bool masks, and whether y was 1-D.
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool, float]:
+    """As `check_data`, on the host: NumPy X (n, d), y (n, c) in X's dtype, bool masks, whether y was 1-D and
+    max |X| (0 for no rows), from which the caller decides whether the solvers rescale X.
 
     Nothing is placed on a device (for data that will be split over many). `c`: the number of classes for
     integer cross-entropy labels, when these rows are only part of the data.
@@ -148,7 +163,9 @@ def check_host_data(
         raise ValueError("X must have at least one column (d = 0)")
     if X.dtype not in _FLOATS:
         raise ValueError(f"X must be float32 or float64; got {X.dtype}")
-    _finite("X", X)
+    top = float(np.max(np.abs(X))) if X.size else 0.0
+    if not np.isfinite(top):
+        _finite("X", X)  # counts the bad entries and raises
     if masks.ndim != 2 or masks.shape[0] != n:
         raise ValueError(f"masks must be (n, P) with n = {n}; got shape {masks.shape}")
     if masks.shape[1] == 0:
@@ -166,7 +183,7 @@ def check_host_data(
     Y = loss.prepare_targets(y, c) if n else y.reshape(0, c or (y.shape[1] if y.ndim == 2 else 1))
     if Y.shape[1] == 0:
         raise ValueError("y must have at least one output column (c = 0)")
-    return X, np.asarray(Y, dtype=X.dtype), masks, y.ndim == 1 and Y.shape[1] == 1
+    return X, np.asarray(Y, dtype=X.dtype), masks, y.ndim == 1 and Y.shape[1] == 1, top
 
 
 def _number(name: str, value: Any) -> jax.Array:

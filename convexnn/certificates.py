@@ -23,7 +23,7 @@ from jaxtyping import Array, Bool, Float, Scalar
 from . import _validate, operators, prox
 from . import losses as _losses
 from ._rows import Rows, loss_kwargs, row_total
-from ._units import rescales_x, target_scale, units_of
+from ._units import target_scale, units_of
 from .cones import cone_qp
 from .sharding import RowSharded, check_sharded, run_sharded
 
@@ -159,5 +159,5 @@ def lam_max(
         if model == "relu":
             raise NotImplementedError("lam_max(model='relu') needs the data on one device; pass X, y, masks")
         return _lam_max_sharded(X, loss)
-    X, Y, masks, _ = _validate.check_data(X, y, masks, loss)
-    return _lam_max(X, Y, masks, loss, model, rescales_x(X))
+    X, Y, masks, _, rescale_x = _validate.check_data(X, y, masks, loss)
+    return _lam_max(X, Y, masks, loss, model, rescale_x)

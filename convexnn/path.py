@@ -26,7 +26,6 @@ from jax.typing import ArrayLike
 
 from . import _validate, progress
 from . import losses as _losses
-from ._units import rescales_x
 from .sharding import RowSharded, check_problem, replicate, run_sharded
 from .solution import Solution
 from .solvers._nondiff import not_differentiable
@@ -244,7 +243,7 @@ def solve_path(
         check_relu_method(method, loss)
     if lams is None:
         raise ValueError("lams must be given: solve_path(X, y, masks, lams) or solve_path(data, lams=...)")
-    X, Y, masks, (P, d, c), squeeze, dtype = check_problem(X, y, masks, loss)
+    X, Y, masks, (P, d, c), squeeze, dtype, rescale_x = check_problem(X, y, masks, loss)
     lams = _validate.check_lams(lams, dtype)
     tol = _validate.check_positive("tol", _validate.DEFAULT_TOL if tol is None else tol, dtype)
     constraint_tol = _validate.check_positive("constraint_tol", constraint_tol, dtype)
@@ -257,7 +256,7 @@ def solve_path(
         sols = _path_sharded(X, *replicate(X, (lams, W0, tol, constraint_tol, max_iters)), *static)
     else:
         path = _relu_path if model == "relu" else _path
-        sols = path(X, Y, masks, lams, W0, tol, constraint_tol, max_iters, *static, rescales_x(X))
+        sols = path(X, Y, masks, lams, W0, tol, constraint_tol, max_iters, *static, rescale_x)
     progress.flush(monitor, sols)
     if squeeze:
         drop = (lambda w: tuple(a[..., 0] for a in w)) if model == "relu" else (lambda w: w[..., 0])

@@ -29,7 +29,7 @@ from jaxtyping import Array, Bool, Float
 from . import _validate
 from . import losses as _losses
 from ._rows import Rows
-from ._units import rescales_top, rescales_x
+from ._units import rescales_top
 
 __all__ = ["RowSharded", "shard_rows", "run_sharded", "check_sharded", "check_problem", "replicate"]
 
@@ -42,7 +42,7 @@ class RowSharded(eqx.Module):
             False on padding rows. All four are placed with `NamedSharding(mesh, P(axis))`.
         n: the number of real rows (static); squeeze: whether y was 1-D (static); loss: the name of the loss
             y was prepared for (static); mesh, axis: where the rows live (static); rescale_x: whether the
-            solvers must bring X to unit scale (static; `convexnn._units.rescales_x`).
+            solvers must bring X to unit scale (static; `convexnn._units.rescales_top`).
     """
 
     X: Float[Array, "n d"]
@@ -123,7 +123,7 @@ def shard_rows(
         labels = np.asarray(y)
         if isinstance(loss, _losses.CrossEntropy) and labels.ndim == 1:  # every process needs the same c
             c = int(_allgather([int(labels.max()) + 1 if labels.size else 0])[:, 0].max())
-    Xh, Yh, Mh, squeeze = _validate.check_host_data(X, y, masks, loss, c)
+    Xh, Yh, Mh, squeeze, top = _validate.check_host_data(X, y, masks, loss, c)
     spec = NamedSharding(mesh, P(axis))
     if not (process_local and jax.process_count() > 1):
         n = Xh.shape[0]
@@ -132,7 +132,7 @@ def shard_rows(
         n_pad = -(-n // k) * k
         arrays = (Xh, Yh, Mh, np.arange(n_pad) < n)
         placed = [jax.device_put(_pad_rows(a, n_pad), spec) for a in arrays]
-        rescale_x = rescales_x(Xh)
+        rescale_x = rescales_top(top)
     else:
         sizes = _allgather([Xh.shape[0], *Xh.shape[1:], Mh.shape[1], Yh.shape[1]])
         if np.any(sizes[:, 1:] != sizes[0, 1:]):
@@ -147,7 +147,7 @@ def shard_rows(
             jax.make_array_from_process_local_data(spec, _pad_rows(a, m), (m * jax.process_count(),) + a.shape[1:])
             for a in arrays
         ]
-        top = float(np.max(np.abs(Xh))) if Xh.size else 0.0  # every process's max |X| through its exponent
+        # Every process's max |X| through its exponent.
         exponent = int(np.frexp(top)[1]) if top > 0 else -(2**30)
         top_exponent = int(_allgather([exponent])[:, 0].max())
         rescale_x = rescales_top(float(np.ldexp(0.5, top_exponent)) if top_exponent > -(2**30) else 0.0)
@@ -205,12 +205,13 @@ def zeros_weights(data: RowSharded, rows: int | None = None) -> jax.Array:
 def check_problem(X, y, masks, loss: _losses.Loss):
     """The public solvers' data check, for arrays or a `RowSharded` passed as X (y and masks left out).
 
-    Returns (X, Y, masks, (P, d, c), squeeze, dtype); Y is None for sharded data (its y lives in X).
+    Returns (X, Y, masks, (P, d, c), squeeze, dtype, rescale_x); Y is None for sharded data (its y lives in
+    X); rescale_x (static) says whether the solvers must bring X to unit scale (`convexnn._units`).
     """
     if isinstance(X, RowSharded):
         check_sharded(X, y, masks, loss)
-        return X, None, masks, X.shape, X.squeeze, X.X.dtype
+        return X, None, masks, X.shape, X.squeeze, X.X.dtype, X.rescale_x
     if y is None or masks is None:
         raise ValueError("y and masks must be given (or X must be a RowSharded from shard_rows)")
-    X, Y, masks, squeeze = _validate.check_data(X, y, masks, loss)
-    return X, Y, masks, (masks.shape[1], X.shape[1], Y.shape[1]), squeeze, X.dtype
+    X, Y, masks, squeeze, rescale_x = _validate.check_data(X, y, masks, loss)
+    return X, Y, masks, (masks.shape[1], X.shape[1], Y.shape[1]), squeeze, X.dtype, rescale_x

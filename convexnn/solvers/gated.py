@@ -22,7 +22,7 @@ from jaxtyping import Array, Float, Int, Scalar
 
 from .. import _validate, progress
 from .. import losses as _losses
-from .._units import Units, rescales_x, units_of
+from .._units import Units, units_of
 from ..sharding import RowSharded, check_problem, replicate, run_sharded
 from ..solution import RUNNING, Solution, Status
 from ._nondiff import not_differentiable
@@ -349,7 +349,7 @@ def solve_gated(
     monitor = progress.monitor(verbose, callback, "gated")
     if lam is None:
         raise ValueError("lam must be given: solve_gated(X, y, masks, lam) or solve_gated(data, lam=...)")
-    X, Y, masks, (P, d, c), squeeze, dtype = check_problem(X, y, masks, loss)
+    X, Y, masks, (P, d, c), squeeze, dtype, rescale_x = check_problem(X, y, masks, loss)
     lam = _validate.check_lam(lam, dtype)
     tol = _validate.check_positive("tol", _validate.DEFAULT_TOL if tol is None else tol, dtype)
     max_iters = _validate.check_positive("max_iters", 10_000 if max_iters is None else max_iters, dtype, integer=True)
@@ -361,7 +361,7 @@ def solve_gated(
         args = replicate(X, (lam, W0, tol, max_iters))
         sol = _solve_gated_sharded_jit(X, *args, loss, polish, monitor)
     else:
-        sol = _solve_gated_jit(X, Y, masks, lam, W0, tol, max_iters, loss, polish, monitor, rescales_x(X))
+        sol = _solve_gated_jit(X, Y, masks, lam, W0, tol, max_iters, loss, polish, monitor, rescale_x)
         # The patterns travel with the solution (the same buffer, no copy outside jit), so that
         # `cone_decompose(solution, X)` knows them.
         sol = eqx.tree_at(lambda s: s.stats, sol, {**sol.stats, "masks": masks})

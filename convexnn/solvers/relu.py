@@ -17,7 +17,7 @@ from jax.typing import ArrayLike
 
 from .. import _validate, progress
 from .. import losses as _losses
-from .._units import rescales_x, units_of
+from .._units import units_of
 from ..sharding import RowSharded, check_problem, replicate, run_sharded
 from ..solution import Solution
 from ._nondiff import not_differentiable
@@ -156,7 +156,7 @@ def solve_relu(
     check_relu_method(method, loss)
     if lam is None:
         raise ValueError("lam must be given: solve_relu(X, y, masks, lam) or solve_relu(data, lam=...)")
-    X, Y, masks, (P, d, c), squeeze, dtype = check_problem(X, y, masks, loss)
+    X, Y, masks, (P, d, c), squeeze, dtype, rescale_x = check_problem(X, y, masks, loss)
     lam = _validate.check_lam(lam, dtype)
     tol = _validate.check_positive("tol", _validate.DEFAULT_TOL if tol is None else tol, dtype)
     constraint_tol = _validate.check_positive("constraint_tol", constraint_tol, dtype)
@@ -189,7 +189,7 @@ def solve_relu(
             polish,
             admm_options,
             monitor,
-            rescales_x(X),
+            rescale_x,
         )
     progress.flush(monitor, sol)
     if squeeze:
