@@ -30,6 +30,8 @@ from .sharding import RowSharded as RowSharded
 from .sharding import shard_rows as shard_rows
 from .solution import Solution as Solution
 from .solution import Status as Status
+from .solvers.admm import ADMMOptions as ADMMOptions
+from .solvers.augmented_lagrangian import ALOptions as ALOptions
 from .solvers.gated import solve_gated as solve_gated
 from .solvers.relu import solve_relu as solve_relu
 
