@@ -3,7 +3,9 @@
 from . import baselines as baselines
 from . import certificates as certificates
 from . import losses as losses
+from . import linalg as linalg
 from . import operators as operators
+from . import options as options
 from . import path as path
 from . import patterns as patterns
 from . import progress as progress
@@ -17,6 +19,13 @@ from .losses import CrossEntropy as CrossEntropy
 from .losses import Logistic as Logistic
 from .losses import Squared as Squared
 from .networks import Network as Network
+from .options import ADMMOptions as ADMMOptions
+from .options import ALOptions as ALOptions
+from .options import FistaOptions as FistaOptions
+from .options import GatedOptions as GatedOptions
+from .options import NewtonOptions as NewtonOptions
+from .options import PolishOptions as PolishOptions
+from .options import StallOptions as StallOptions
 from .networks import network_objective as network_objective
 from .networks import to_network as to_network
 from .path import lam_grid as lam_grid
@@ -30,8 +39,6 @@ from .sharding import RowSharded as RowSharded
 from .sharding import shard_rows as shard_rows
 from .solution import Solution as Solution
 from .solution import Status as Status
-from .solvers.admm import ADMMOptions as ADMMOptions
-from .solvers.augmented_lagrangian import ALOptions as ALOptions
 from .solvers.gated import solve_gated as solve_gated
 from .solvers.relu import solve_relu as solve_relu
 

@@ -1,14 +1,15 @@
-"""Dual points, duality gaps and λ_max for the group-lasso form of the convex program.
+"""Certificates of both programs: dual points, duality gaps, cone violations, λ_max and the objective's unit.
 
-Primal: p* = min_W L(A W) + λ Σ_g ‖W_g‖₂, with A W = Σ_i D_i X w_i.
-Dual:   d* = max_θ −L*(θ) subject to ‖(Aᵀθ)_g‖₂ ≤ λ for every group g, and d* = p*.
+Gated primal: p* = min_W L(A W) + λ Σ_g ‖W_g‖₂, with A W = Σ_i D_i X w_i.
+Gated dual:   d* = max_θ −L*(θ) subject to ‖(Aᵀθ)_g‖₂ ≤ λ for every group g, and d* = p*.
 
 Any gradient of the loss, ∇L(z), scaled by s = min(1, λ / max_g ‖(Aᵀ∇L(z))_g‖) is dual feasible, so
 
     gap(W, θ) = [L(AW) + L*(θ) − ⟨θ, AW⟩] + Σ_g [λ‖W_g‖ + ⟨(Aᵀθ)_g, W_g⟩]
 
 bounds objective(W) − p* from above. Both brackets are non-negative and computed without cancellation
-(the first is the loss's Fenchel–Young gap, the second a sum of λ‖w‖ − ‖a‖‖w‖cos ≥ 0 terms).
+(the first is the loss's Fenchel–Young gap, the second a sum of λ‖w‖ − ‖a‖‖w‖cos ≥ 0 terms). The exact ReLU
+program adds cone multipliers Γ ≥ 0 to the dual (`relu_duality_gap`) and complementary slackness to the gap.
 """
 
 from __future__ import annotations
@@ -22,12 +23,22 @@ from jaxtyping import Array, Bool, Float, Scalar
 
 from . import _validate, operators, prox
 from . import losses as _losses
-from ._rows import Rows, loss_kwargs, row_total
+from ._cone_qp import cone_qp
+from ._mesh import check_sharded, run_on_shards
+from ._rows import Rows, loss_kwargs, row_max, row_total
 from ._units import target_scale, units_of
-from .cones import cone_qp
-from .sharding import RowSharded, check_sharded, run_sharded
+from .sharding import RowSharded
 
-__all__ = ["dual_scale", "duality_gap", "lam_max", "relu_lam_max", "objective_unit"]
+__all__ = [
+    "dual_scale",
+    "penalty_gap",
+    "duality_gap",
+    "relu_duality_gap",
+    "relu_violation",
+    "lam_max",
+    "relu_lam_max",
+    "objective_unit",
+]
 
 
 def dual_scale(AtG: Float[Array, "p d c"], lam: Scalar) -> Scalar:
@@ -62,8 +73,38 @@ def duality_gap(
     """
     s = dual_scale(AtG, lam)
     fy = loss.fenchel_young_gap(Z, s * grad, y, N, **loss_kwargs(rows))
-    per_group = lam * prox.group_norms(W) + s * jnp.sum(AtG * W, axis=1)
-    return fy + jnp.sum(jnp.maximum(per_group, 0))
+    return fy + penalty_gap(lam, W, AtG, s)
+
+
+def penalty_gap(lam: Scalar, W: Float[Array, "q d c"], H: Float[Array, "q d c"], s: Scalar) -> Scalar:
+    """Σ_g (λ‖W_g‖ + s⟨H_g, W_g⟩)₊: the penalty's part of a gap at a dual point whose Kᵀ-image is sH."""
+    return jnp.sum(jnp.maximum(lam * prox.group_norms(W) + s * jnp.sum(H * W, axis=1), 0))
+
+
+def relu_violation(R: Float[Array, "n c q"], XW: Float[Array, "n c q"], rows: Rows | None = None) -> Scalar:
+    """max_{i,j} (−s_ij (X w_i)_j)₊ / max |X W|: the constraint violation relative to the scale of X u."""
+    scale = row_max(jnp.abs(XW), rows)
+    worst = row_max(jnp.maximum(-R, 0), rows)
+    return jnp.where(scale > 0, worst / jnp.where(scale > 0, scale, 1), 0)
+
+
+def relu_duality_gap(problem, lam: Scalar, W: Array, z: Array, R: Array, grad: Array, gamma: Array) -> Scalar:
+    """objective(U, V) − optimum ≤ gap, from θ = ∇L(z') and cone multipliers Γ ≥ 0 of any point.
+
+    Dual: max_{θ, Γ ≥ 0} −L*(θ) s.t. ‖(Kᵀ(θ, −Γ))_g‖ ≤ λ for every block g. With H = Kᵀ(θ, −Γ) and
+    s = min(1, λ / max_g ‖H_g‖), (sθ, sΓ) is dual feasible and
+
+        gap = [L(z) + L*(sθ) − ⟨sθ, z⟩] + Σ_g [λ‖W_g‖ + s⟨H_g, W_g⟩] + s⟨Γ, R⟩,
+
+    each term ≥ 0 when the point is feasible (R ≥ 0); the last is complementary slackness.
+
+    Args:
+        problem: the `Problem` (its `pullback` and loss); W: stacked weights [U; V]; (z, R) = split(X W).
+    """
+    H = problem.pullback(grad, -gamma)
+    s = dual_scale(H, lam)
+    fy = problem.fenchel_young_gap(z, s * grad)
+    return fy + penalty_gap(lam, W, H, s) + s * problem.row_sum(gamma * R)
 
 
 def objective_unit(y: ArrayLike, loss: str | _losses.Loss = "squared") -> Scalar:
@@ -99,7 +140,7 @@ def _unit_lam_max(X, Y, masks, loss: _losses.Loss, N: int, rows: Rows | None, mo
 @eqx.filter_jit
 def _lam_max_sharded(data: RowSharded, loss: _losses.Loss) -> Scalar:
     N = data.normaliser(loss)
-    return run_sharded(
+    return run_on_shards(
         lambda X, Y, masks, rows: _unit_lam_max(X, Y, masks, loss, N, rows, "gated", data.rescale_x), data
     )
 

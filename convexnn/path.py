@@ -14,8 +14,10 @@ modes, both jittable and both returning a `Solution` whose fields carry a leadin
 
 from __future__ import annotations
 
+import dataclasses
 import operator
 from collections.abc import Callable
+from typing import NamedTuple
 
 import equinox as eqx
 import jax
@@ -26,13 +28,13 @@ from jax.typing import ArrayLike
 
 from . import _validate, progress
 from . import losses as _losses
-from .sharding import RowSharded, check_problem, replicate, run_sharded
+from .options import ADMMOptions, ALOptions, GatedOptions, check_options
+from .problem import Problem, on_shards, prepare, stack
+from .sharding import RowSharded
 from .solution import Solution
 from .solvers._nondiff import not_differentiable
-from .solvers.admm import ADMMOptions
-from .solvers.gated import LOCKSTEP_POLISH, gated_core, gated_program
-from .solvers.relu import check_relu_method, relu_solution
-from .solvers.relu_objectives import ReluData, stack
+from .solvers.gated import GatedStatic, gated_core, gated_program, lockstep
+from .solvers.relu import ReluStatic, check_relu_method, relu_options, relu_program
 
 __all__ = ["solve_path", "plot_path", "lam_grid"]
 
@@ -82,14 +84,19 @@ def lam_grid(lam_max: ArrayLike, num: int = 16, ratio: float = 1e-3) -> jax.Arra
 def _sweep(solve: Callable[[jax.Array, jax.Array], Solution], lams: jax.Array, W0: jax.Array, mode: str) -> Solution:
     """solve(λ, W_start) for every λ: vmapped from W0, or scanned from the largest λ down, warm-started.
 
-    Results come back in the order of `lams`. A ReLU solution's (U, V) restarts the next solve as [U; V].
+    Results come back in the order of `lams`, without solver states (a path is not resumed). A ReLU
+    solution's (U, V) restarts the next solve as [U; V].
     """
+
+    def one(lam, W):
+        return dataclasses.replace(solve(lam, W), state=None)
+
     if mode == "vmap":
-        return jax.vmap(lambda lam: solve(lam, W0))(lams)
+        return jax.vmap(lambda lam: one(lam, W0))(lams)
     order = jnp.argsort(-lams)
 
     def step(W, lam):
-        sol = solve(lam, W)
+        sol = one(lam, W)
         return (stack(*sol.weights) if isinstance(sol.weights, tuple) else sol.weights), sol
 
     _, sols = lax.scan(step, W0, lams[order])
@@ -97,98 +104,50 @@ def _sweep(solve: Callable[[jax.Array, jax.Array], Solution], lams: jax.Array, W
     return jax.tree.map(lambda a: a[inverse], sols)
 
 
-def _solver(
-    model,
-    mode,
-    X,
-    Y,
-    masks,
-    tol,
-    constraint_tol,
-    max_iters,
-    loss,
-    polish,
-    method,
-    monitor,
-    rows=None,
-    N=None,
-    rescale_x=True,
-):
-    """The single-λ solve (λ, W_start) -> Solution of `model` on one device's rows (all rows when `rows` is None).
+class _PathStatic(NamedTuple):
+    """The static settings of a path: its model and mode, and the single solve's settings."""
 
-    On unsharded data the gated solve is `gated_core`, so the path is differentiable like `solve_gated`.
-    Vmapped gated solves polish in lockstep, so without the per-lane n×n factorizations (`LOCKSTEP_POLISH`).
+    model: str
+    mode: str
+    solve: GatedStatic | ReluStatic
+
+
+def _solver(problem: Problem, tol, constraint_tol, max_iters, static: _PathStatic, differentiable: bool):
+    """The single-λ solve (λ, W_start) -> Solution of `static.model` on `problem`.
+
+    Differentiable (`differentiable`, one device): the gated solve is `gated_core`, so the path is
+    differentiable like `solve_gated`. Vmapped gated solves polish in lockstep, so without the per-lane n×n
+    factorizations (`lockstep`).
     """
-    if model == "relu":
-        data = ReluData(X=X, masks=masks, y=Y, loss=loss, N=loss.normaliser(Y) if N is None else N, rows=rows)
-        options = ADMMOptions() if method == "admm" else None
-        return lambda lam, W: relu_solution(
-            data, lam, W, tol, constraint_tol, max_iters, method, polish, options, monitor, rescale_x
-        )
-    if polish and mode == "vmap":
-        polish = LOCKSTEP_POLISH
-    if rows is None:
-        return lambda lam, W: gated_core(X, Y, masks, lam, W, tol, max_iters, loss, polish, monitor, rescale_x)
-    return lambda lam, W: gated_program(
-        X, Y, masks, lam, W, tol, max_iters, loss, polish, rows=rows, N=N, monitor=monitor, rescale_x=rescale_x
-    )
+    if static.model == "relu":
+        return lambda lam, W: relu_program(problem, lam, W, tol, constraint_tol, max_iters, static.solve)
+    solve = static.solve
+    if static.mode == "vmap" and solve.polish:
+        solve = solve._replace(options=lockstep(solve.options))
+    if differentiable:
+        return lambda lam, W: gated_core(problem.X, problem.y, problem.masks, lam, W, tol, max_iters, solve, None)
+    return lambda lam, W: gated_program(problem, lam, W, tol, max_iters, solve)
 
 
-def _path_program(
-    X,
-    Y,
-    masks,
-    lams,
-    W0,
-    tol,
-    constraint_tol,
-    max_iters,
-    loss,
-    polish,
-    mode,
-    model,
-    method,
-    monitor=None,
-    rescale_x=True,
-):
-    solve = _solver(
-        model, mode, X, Y, masks, tol, constraint_tol, max_iters, loss, polish, method, monitor, rescale_x=rescale_x
-    )
-    return _sweep(solve, lams, W0, mode)
+def _path_program(X, Y, masks, lams, W0, tol, constraint_tol, max_iters, static: _PathStatic):
+    loss = static.solve.loss
+    problem = Problem(X=X, masks=masks, y=Y, loss=loss, N=loss.normaliser(Y), rescale_x=static.solve.rescale_x)
+    return _sweep(_solver(problem, tol, constraint_tol, max_iters, static, True), lams, W0, static.mode)
 
 
 _path = eqx.filter_jit(_path_program)
 _relu_path = eqx.filter_jit(not_differentiable(_path_program, 8, "solve_path(model='relu')"))
 
 
-def _path_sharded_program(
-    data, lams, W0, tol, constraint_tol, max_iters, loss, polish, mode, model, method, monitor=None
-):
+def _path_sharded_program(data: RowSharded, lams, W0, tol, constraint_tol, max_iters, static: _PathStatic):
     """Either mode on row-sharded data: the vmap or the scan runs inside one `shard_map` program."""
-    N = data.normaliser(loss)
-    monitor = progress.on_mesh(monitor, data.mesh)
+    solve = static.solve._replace(monitor=progress.on_mesh(static.solve.monitor, data.mesh))
+    static = static._replace(solve=solve)
 
-    def local(X, Y, masks, rows, lams, W0, tol, constraint_tol, max_iters):
-        solve = _solver(
-            model,
-            mode,
-            X,
-            Y,
-            masks,
-            tol,
-            constraint_tol,
-            max_iters,
-            loss,
-            polish,
-            method,
-            monitor,
-            rows=rows,
-            N=N,
-            rescale_x=data.rescale_x,
-        )
-        return _sweep(solve, lams, W0, mode)
+    def local(problem, lams, W0, tol, constraint_tol, max_iters):
+        return _sweep(_solver(problem, tol, constraint_tol, max_iters, static, False), lams, W0, static.mode)
 
-    return run_sharded(local, data, lams, W0, tol, constraint_tol, max_iters)
+    return on_shards(local, data, solve.loss, lams, W0, tol, constraint_tol, max_iters)
 
 
 _path_sharded = eqx.filter_jit(not_differentiable(_path_sharded_program, 6, "solve_path on row-sharded data"))
@@ -208,6 +167,7 @@ def solve_path(
     constraint_tol: ArrayLike = 1e-6,
     max_iters: ArrayLike | None = None,
     polish: bool = True,
+    options: GatedOptions | ALOptions | ADMMOptions | None = None,
     verbose: bool | int = False,
     callback: progress.Callback | None = None,
 ) -> Solution:
@@ -223,6 +183,7 @@ def solve_path(
         mode: "warm" (scan from large to small λ, each solve started at the previous solution) or "vmap"
             (all λ in lockstep: one batched GEMM per iteration; a converged λ stops changing).
         method, constraint_tol: as in `solve_relu` (model="relu" only).
+        options: the single solve's options: a `GatedOptions` (gated), `ALOptions` or `ADMMOptions` (relu).
         max_iters: the iteration budget of each λ (default: 10 000 gated, 20 000 ReLU, as the single solves).
         verbose, callback: progress of each λ's solve, as in `solve_gated`: "warm" reports one solve after
             the other (largest λ first); "vmap" reports every λ still running at each cadence point, one
@@ -241,24 +202,35 @@ def solve_path(
     monitor = progress.monitor(verbose, callback, "gated" if model == "gated" else f"relu-{method}")
     if model == "relu":
         check_relu_method(method, loss)
-    if lams is None:
-        raise ValueError("lams must be given: solve_path(X, y, masks, lams) or solve_path(data, lams=...)")
-    X, Y, masks, (P, d, c), squeeze, dtype, rescale_x = check_problem(X, y, masks, loss)
-    lams = _validate.check_lams(lams, dtype)
-    tol = _validate.check_positive("tol", _validate.DEFAULT_TOL if tol is None else tol, dtype)
-    constraint_tol = _validate.check_positive("constraint_tol", constraint_tol, dtype)
-    if max_iters is None:
-        max_iters = 20_000 if model == "relu" else 10_000
-    max_iters = _validate.check_positive("max_iters", max_iters, dtype, integer=True)
-    W0 = jnp.zeros(((2 if model == "relu" else 1) * P, d, c), dtype)
-    static = (loss, polish, mode, model, method, monitor)
-    if isinstance(X, RowSharded):
-        sols = _path_sharded(X, *replicate(X, (lams, W0, tol, constraint_tol, max_iters)), *static)
+        options = relu_options(method, options, None)
     else:
-        path = _relu_path if model == "relu" else _path
-        sols = path(X, Y, masks, lams, W0, tol, constraint_tol, max_iters, *static, rescale_x)
+        options = check_options(options, GatedOptions)
+    p = prepare(
+        "solve_path",
+        X,
+        y,
+        masks,
+        loss,
+        lam=lams,
+        tol=tol,
+        max_iters=max_iters,
+        default_max_iters=20_000 if model == "relu" else 10_000,
+        constraint_tol=constraint_tol,
+        blocks=2 if model == "relu" else 1,
+        path=True,
+    )
+    if model == "relu":
+        solve = ReluStatic(loss, method, bool(polish), options, monitor, p.rescale_x)
+    else:
+        solve = GatedStatic(loss, bool(polish), options, monitor, p.rescale_x)
+    static = _PathStatic(model, mode, solve)
+    numbers = (p.lam, p.W0, p.tol, p.constraint_tol, p.max_iters)
+    if isinstance(p.X, RowSharded):
+        sols = _path_sharded(p.X, *p.replicated(*numbers), static)
+    else:
+        sols = (_relu_path if model == "relu" else _path)(p.X, p.Y, p.masks, *numbers, static)
     progress.flush(monitor, sols)
-    if squeeze:
+    if p.squeeze:
         drop = (lambda w: tuple(a[..., 0] for a in w)) if model == "relu" else (lambda w: w[..., 0])
         sols = eqx.tree_at(lambda s: s.weights, sols, drop(sols.weights))
     return sols

@@ -14,12 +14,8 @@ quantities (predictions, residuals, AL multipliers) stay with their rows, and ev
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
 import equinox as eqx
 import jax
-import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
@@ -28,10 +24,9 @@ from jaxtyping import Array, Bool, Float
 
 from . import _validate
 from . import losses as _losses
-from ._rows import Rows
 from ._units import rescales_top
 
-__all__ = ["RowSharded", "shard_rows", "run_sharded", "check_sharded", "check_problem", "replicate"]
+__all__ = ["RowSharded", "shard_rows"]
 
 
 class RowSharded(eqx.Module):
@@ -152,66 +147,3 @@ def shard_rows(
         top_exponent = int(_allgather([exponent])[:, 0].max())
         rescale_x = rescales_top(float(np.ldexp(0.5, top_exponent)) if top_exponent > -(2**30) else 0.0)
     return RowSharded(*placed, n=n, squeeze=squeeze, loss=loss.name, mesh=mesh, axis=axis, rescale_x=rescale_x)
-
-
-def check_sharded(data: RowSharded, y: Any, masks: Any, loss: _losses.Loss) -> None:
-    """A `RowSharded` stands for X, y and masks at once, and its y was prepared for this loss."""
-    if y is not None or masks is not None:
-        raise ValueError("y and masks must be left out when X is a RowSharded (it holds them)")
-    if data.loss != loss.name:
-        raise ValueError(
-            f"loss must be the one the data were sharded for: shard_rows(..., loss={data.loss!r}); got {loss.name!r}"
-        )
-
-
-def replicate(data: RowSharded, x: Any) -> Any:
-    """x on every device of the data's mesh (works with several processes: every one passes the same x)."""
-    sharding = NamedSharding(data.mesh, P())
-
-    def put(a):
-        v = _validate.concrete(a)
-        return a if v is None else jax.device_put(v, sharding)  # traced: the caller's jit places it
-
-    return jax.tree.map(put, x)
-
-
-def run_sharded(fn: Callable[..., Any], data: RowSharded, *replicated: Any) -> Any:
-    """fn(X, Y, masks, rows, *replicated) on every row shard under `shard_map`; its outputs are replicated.
-
-    `fn` sees its shard's rows and a `Rows` naming the axis; it must end every sum over rows in a collective
-    (the objectives do, given the `Rows`), so that what it returns is the same on every device.
-    """
-    rows_spec = P(data.axis)
-
-    def local(X, Y, masks, valid, *args):
-        return fn(X, Y, masks, Rows(valid=valid, axis_name=data.axis), *args)
-
-    mapped = jax.shard_map(
-        local,
-        mesh=data.mesh,
-        in_specs=(rows_spec,) * 4 + (P(),) * len(replicated),
-        out_specs=P(),
-        check_vma=False,  # loops carry replicated and per-row state together; every psum here is explicit
-    )
-    return mapped(data.X, data.y, data.masks, data.valid, *replicated)
-
-
-def zeros_weights(data: RowSharded, rows: int | None = None) -> jax.Array:
-    """All-zero weights (rows or P, d, c) in the data's dtype."""
-    P_, d, c = data.shape
-    return jnp.zeros((P_ if rows is None else rows, d, c), data.X.dtype)
-
-
-def check_problem(X, y, masks, loss: _losses.Loss):
-    """The public solvers' data check, for arrays or a `RowSharded` passed as X (y and masks left out).
-
-    Returns (X, Y, masks, (P, d, c), squeeze, dtype, rescale_x); Y is None for sharded data (its y lives in
-    X); rescale_x (static) says whether the solvers must bring X to unit scale (`convexnn._units`).
-    """
-    if isinstance(X, RowSharded):
-        check_sharded(X, y, masks, loss)
-        return X, None, masks, X.shape, X.squeeze, X.X.dtype, X.rescale_x
-    if y is None or masks is None:
-        raise ValueError("y and masks must be given (or X must be a RowSharded from shard_rows)")
-    X, Y, masks, squeeze, rescale_x = _validate.check_data(X, y, masks, loss)
-    return X, Y, masks, (masks.shape[1], X.shape[1], Y.shape[1]), squeeze, X.dtype, rescale_x

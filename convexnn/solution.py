@@ -42,6 +42,8 @@ class Solution(eqx.Module):
         status: a `Status` code as an integer array (it jits, vmaps and shards).
         lam: the regularisation strength λ that was solved for.
         stats: solver-specific counters (e.g. ADMM steps and CG iterations), arrays like the rest.
+        state: the solver's final loop state (in its internal units), which `init=` of the same solver
+            accepts to resume the solve exactly; None for paths and row-sharded solves.
     """
 
     weights: PyTree[Float[Array, "..."]]
@@ -52,6 +54,7 @@ class Solution(eqx.Module):
     status: Int[Array, "*lam"]
     lam: Float[Array, "*lam"]
     stats: dict = eqx.field(default_factory=dict)
+    state: Any = None
 
     def __getitem__(self, index: Any) -> Solution:
         """The solutions at `index` along the leading λ axis of a path: `path[k]` is the solve at λ = path.lam[k].

@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 
 from convexnn import losses, prox
-from convexnn.solvers.newton import NewtonOptions, newton_polish, restricted_newton_system
-from convexnn.solvers.relu_objectives import AugmentedLagrangianObjective, ReluData
+from convexnn.options import NewtonOptions
+from convexnn.problem import Problem
+from convexnn.solvers.newton import newton_polish, restricted_newton_system
+from convexnn.solvers.objectives import AugmentedLagrangianObjective
 
 
 def _al_objective(loss_name: str, c: int, seed: int = 3, n: int = 40, d: int = 5, P: int = 4):
@@ -18,9 +20,9 @@ def _al_objective(loss_name: str, c: int, seed: int = 3, n: int = 40, d: int = 5
     masks = X @ rng.normal(size=(d, P)) >= 0
     loss = losses.get_loss(loss_name)
     y = np.where(rng.random((n, c)) < 0.5, -1.0, 1.0) if loss_name == "logistic" else rng.normal(size=(n, c))
-    data = ReluData(X=jnp.asarray(X), masks=jnp.asarray(masks), y=jnp.asarray(y), loss=loss, N=n * c)
+    data = Problem(X=jnp.asarray(X), masks=jnp.asarray(masks), y=jnp.asarray(y), loss=loss, N=n * c)
     gamma = np.maximum(rng.normal(size=(n, c, 2 * P)), 0)
-    obj = AugmentedLagrangianObjective(data=data, gamma=jnp.asarray(gamma), rho=jnp.asarray(0.3))
+    obj = AugmentedLagrangianObjective(problem=data, gamma=jnp.asarray(gamma), rho=jnp.asarray(0.3))
     W = rng.normal(size=(2 * P, d, c))
     return obj, W, rng
 

@@ -179,12 +179,12 @@ def test_row_block_choice():
 
 @pytest.mark.parametrize("c", [1, 3])
 def test_relu_maps_match_dense_loops_and_their_adjoint(c):
-    """ReluData's (z, R) = split(products(W)) against per-block numpy loops, and pullback = its transpose.
+    """Problem's (z, R) = split(products(W)) against per-block numpy loops, and pullback = its transpose.
 
     z = Σ_i m_i ⊙ X (u_i − v_i); R[:, k, q] = s_q ⊙ (X W_q)[:, k] with s = 2m − 1 for U and V alike.
     """
     from convexnn import losses
-    from convexnn.solvers.relu_objectives import ReluData
+    from convexnn.problem import Problem
 
     n, d, P = 11, 4, 5
     rng = np.random.default_rng(c)
@@ -192,7 +192,7 @@ def test_relu_maps_match_dense_loops_and_their_adjoint(c):
     masks = rng.random((n, P)) < 0.5
     gz, gR = rng.normal(size=(n, c)), rng.normal(size=(n, c, 2 * P))
     squared = losses.get_loss("squared")
-    data = ReluData(X=jnp.asarray(X), masks=jnp.asarray(masks), y=jnp.zeros((n, c)), loss=squared, N=n)
+    data = Problem(X=jnp.asarray(X), masks=jnp.asarray(masks), y=jnp.zeros((n, c)), loss=squared, N=n)
 
     z, R = data.split(data.products(jnp.asarray(W)))
     m = masks.astype(np.float64)
@@ -218,7 +218,8 @@ def test_al_block_jacobi_preconditioner_inverts_each_block(loss_name, c):
     (h the loss's Hessian diagonal), and the identity on groups with a = 0; checked against numpy solves.
     """
     from convexnn import losses
-    from convexnn.solvers.relu_objectives import AugmentedLagrangianObjective, ReluData
+    from convexnn.problem import Problem
+    from convexnn.solvers.objectives import AugmentedLagrangianObjective
 
     n, d, P = 13, 4, 3
     rng = np.random.default_rng(7 + c)
@@ -226,9 +227,9 @@ def test_al_block_jacobi_preconditioner_inverts_each_block(loss_name, c):
     masks = rng.random((n, P)) < 0.5
     loss = losses.get_loss(loss_name)
     y = (rng.random((n, c)) < 0.5).astype(np.float64) if loss_name == "logistic" else rng.normal(size=(n, c))
-    data = ReluData(X=jnp.asarray(X), masks=jnp.asarray(masks), y=jnp.asarray(y), loss=loss, N=n * c)
+    data = Problem(X=jnp.asarray(X), masks=jnp.asarray(masks), y=jnp.asarray(y), loss=loss, N=n * c)
     gamma, rho = np.maximum(rng.normal(size=(n, c, 2 * P)), 0), 0.7
-    obj = AugmentedLagrangianObjective(data=data, gamma=jnp.asarray(gamma), rho=jnp.asarray(rho))
+    obj = AugmentedLagrangianObjective(problem=data, gamma=jnp.asarray(gamma), rho=jnp.asarray(rho))
     a = rng.uniform(0.5, 2.0, size=(2 * P, c))
     a[1, 0] = 0.0  # an inactive group: the identity
     img = obj.apply(jnp.asarray(W))

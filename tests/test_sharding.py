@@ -17,8 +17,10 @@ import pytest
 import convexnn as cn
 from convexnn import losses
 from convexnn._rows import Rows
-from convexnn.path import _path_sharded
-from convexnn.sharding import replicate, run_sharded
+from convexnn._mesh import replicate_on_mesh
+from convexnn.options import ALOptions, FistaOptions, GatedOptions
+from convexnn.path import _path_sharded, _PathStatic
+from convexnn.problem import on_shards
 from convexnn.solvers import fista, gated, objectives, relu
 
 from . import helpers
@@ -186,8 +188,9 @@ def compiled_text(fn, *args, static_argnums=()) -> str:
 def gated_hlo(n: int, P: int = 12, d: int = 6) -> str:
     prob = helpers.teacher(n=n, d=d, P=P, seed=3)
     data = cn.shard_rows(mesh_of(8), prob.X, prob.y, prob.masks)
-    args = replicate(data, (jnp.asarray(0.1), jnp.zeros((P, d, 1)), jnp.asarray(1e-8), jnp.asarray(100, jnp.int32)))
-    return compiled_text(gated.gated_sharded, data, *args, cn.Squared(), True, static_argnums=(5, 6))
+    numbers = (jnp.asarray(0.1), jnp.zeros((P, d, 1)), jnp.asarray(1e-8), jnp.asarray(100, jnp.int32))
+    static = gated.GatedStatic(cn.Squared(), True, GatedOptions(), None, data.rescale_x)
+    return compiled_text(gated.gated_on_shards, data, *replicate_on_mesh(data.mesh, numbers), static, static_argnums=5)
 
 
 def test_gated_program_communicates_only_small_all_reduces():
@@ -205,17 +208,16 @@ def test_one_all_reduce_of_the_gradient_per_iteration():
     P, d = 12, 6
     prob = helpers.teacher(n=203, d=d, P=P, seed=3)
     data = cn.shard_rows(mesh_of(8), prob.X, prob.y, prob.masks)
-    N = data.normaliser(cn.Squared())
 
     def steps(data, lam, W, k):
-        def local(X, Y, masks, rows, lam, W):
-            obj = objectives.GatedObjective(X=X, masks=masks, y=Y, loss=cn.Squared(), N=N, rows=rows)
+        def local(problem, lam, W):
+            obj = objectives.GatedObjective(problem=problem)
             s = fista.init_state(obj, lam, W, step0=jnp.ones((), W.dtype))
             for _ in range(k):
-                s = fista.fista_step(obj, lam, s, fista.FistaOptions())
+                s = fista.fista_step(obj, lam, s, FistaOptions())
             return s.W, s.G_v, s.objective, s.gap, s.step
 
-        return run_sharded(local, data, lam, W)
+        return on_shards(local, data, cn.Squared(), lam, W)
 
     counts = []
     for k in (1, 2):
@@ -236,30 +238,25 @@ def test_relu_and_path_programs_communicate_only_parameter_sized_arrays():
     n_shapes = {data.X.shape[0], data.X.shape[0] // 8, 203}
     tol, iters = jnp.asarray(1e-8), jnp.asarray(50, jnp.int32)
     W0 = jnp.zeros((2 * P, d, 1))
+    relu_static = relu.ReluStatic(cn.Squared(), "al", True, ALOptions(), None, data.rescale_x)
     relu_hlo = compiled_text(
-        relu.relu_sharded,
+        relu.relu_on_shards,
         data,
-        *replicate(data, (jnp.asarray(0.1), W0, tol, tol, iters)),
-        cn.Squared(),
-        "al",
-        True,
-        None,
-        static_argnums=(6, 7, 8, 9),
+        *replicate_on_mesh(data.mesh, (jnp.asarray(0.1), W0, tol, tol, iters)),
+        relu_static,
+        static_argnums=6,
     )
+    gated_static = gated.GatedStatic(cn.Squared(), True, GatedOptions(), None, data.rescale_x)
     lams = jnp.asarray([0.3, 0.1, 0.03])
     path_hlo, relu_path_hlo = (
         compiled_text(
             _path_sharded,
             data,
-            *replicate(data, (lams, jnp.zeros((q, d, 1)), tol, tol, iters)),
-            cn.Squared(),
-            True,
-            "vmap",
-            model,
-            "al",
-            static_argnums=(6, 7, 8, 9, 10),
+            *replicate_on_mesh(data.mesh, (lams, jnp.zeros((q, d, 1)), tol, tol, iters)),
+            _PathStatic(model, "vmap", solve),
+            static_argnums=6,
         )
-        for q, model in [(P, "gated"), (2 * P, "relu")]
+        for q, model, solve in [(P, "gated", gated_static), (2 * P, "relu", relu_static)]
     )
     # (1,): the targets' per-output sums (c = 1) that set the problem's units, once per solve.
     for hlo, allowed in [

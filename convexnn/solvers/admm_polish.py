@@ -21,14 +21,15 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import jax.scipy.linalg
 from jaxtyping import Array, Bool, Float, Int, Scalar
 
-from .. import operators, prox
-from .._rows import loss_kwargs, row_kth_largest, row_sum, row_total
-from .newton import NewtonOptions, newton_polish
-from .objectives import CompositeSmooth
-from .relu_objectives import ReluData, relu_duality_gap, relu_violation
+from .. import linalg, operators, prox
+from .._rows import row_kth_largest
+from ..certificates import relu_duality_gap, relu_violation
+from ..options import NewtonOptions
+from ..problem import Problem
+from .newton import newton_polish
+from .objectives import CompositeSmooth, row_blocks
 
 __all__ = ["PolishResult", "polish_relu"]
 
@@ -36,34 +37,34 @@ __all__ = ["PolishResult", "polish_relu"]
 class ProjectedPrediction(CompositeSmooth):
     """F(K W) = L(F Π W): the loss of the prediction map applied to each group's projection Π_g W_g."""
 
-    data: ReluData
+    problem: Problem
     Pi: Float[Array, "q c d d"]
 
     def project(self, W):
         return jnp.einsum("qcde,qec->qdc", self.Pi, W, precision=operators.PRECISION)
 
     def apply(self, W):
-        return self.data.split(self.data.products(self.project(W)))[0]
+        return self.problem.split(self.problem.products(self.project(W)))[0]
 
     def transpose(self, g):
         n, c = g.shape
         zeros = jnp.zeros((n, c, self.Pi.shape[0]), g.dtype)
-        return self.project(self.data.pullback(g, zeros))
+        return self.project(self.problem.pullback(g, zeros))
 
     def value(self, img):
-        return self.data.loss_value(img)
+        return self.problem.loss_value(img)
 
     def grad(self, img):
-        return self.data.loss.grad(img, self.data.y, self.data.N)
+        return self.problem.loss_grad(img)
 
     def bregman(self, img1, img0):
-        return self.data.loss.bregman(img1, img0, self.data.y, self.data.N, **loss_kwargs(self.data.rows))
+        return self.problem.loss_bregman(img1, img0)
 
     def hvp(self, img, dimg):
-        return self.data.loss.hvp(img, dimg, self.data.y, self.data.N)
+        return self.problem.loss_hvp(img, dimg)
 
     def image_vdot(self, a, b):
-        return row_sum(a * b, self.data.rows)
+        return self.problem.row_sum(a * b)
 
     def gap(self, lam, W, img, g, Ktg):
         return jnp.asarray(jnp.inf, W.dtype)  # only the exact program's certificate (the caller's) counts
@@ -73,29 +74,18 @@ class ProjectedPrediction(CompositeSmooth):
 
     def newton_preconditioner(self, img, a):
         """Block Jacobi in range Π: per group B_g = Π_g (Xᵀ D_q diag(h_k) D_q X + I/a_g) Π_g + (I − Π_g)."""
-        X = self.data.X
+        p = self.problem
+        X = p.X
         dtype = X.dtype
-        m = self.data.masks.astype(dtype)
+        m = p.masks.astype(dtype)
         m2 = jnp.concatenate([m, m], axis=1)  # (n, q)
-        h = self.data.loss.hessian_diagonal(img, self.data.y, self.data.N)  # (n, c)
-        weight = m2[:, None, :] * h[:, :, None]  # (n, c, q)
-        A = row_total(jnp.einsum("ncq,nd,ne->qcde", weight, X, X, precision=operators.PRECISION), self.data.rows)
+        h = p.hessian_diagonal(img)  # (n, c)
+        A = row_blocks(m2[:, None, :] * h[:, :, None], X, p.rows)
         on = a > 0
         inv_a = jnp.where(on, 1 / jnp.where(on, a, 1), 1)
         eye = jnp.eye(X.shape[1], dtype=dtype)[None, None]
         Pi = self.Pi
-        B = Pi @ (A + inv_a[:, :, None, None] * eye) @ Pi + (eye - Pi)
-        B = jnp.where(on[:, :, None, None], B, eye)
-        L = jnp.linalg.cholesky(B)
-        Linv = jax.scipy.linalg.solve_triangular(L, jnp.broadcast_to(eye, B.shape), lower=True)
-
-        def apply(v):  # v (q, d, c)
-            vt = jnp.moveaxis(v, 1, 2)
-            t = jnp.einsum("qcij,qcj->qci", Linv, vt, precision=operators.PRECISION)
-            out = jnp.einsum("qcij,qci->qcj", Linv, t, precision=operators.PRECISION)
-            return jnp.where(on[:, None, :], jnp.moveaxis(out, 2, 1), v)
-
-        return apply
+        return linalg.block_jacobi(Pi @ (A + inv_a[:, :, None, None] * eye) @ Pi + (eye - Pi), on)
 
 
 class PolishResult(NamedTuple):
@@ -106,11 +96,11 @@ class PolishResult(NamedTuple):
     iterations: Int[Array, ""]
 
 
-def _tight_rows_projections(data: ReluData, tight: Bool[Array, "n c q"]):
+def _tight_rows_projections(problem: Problem, tight: Bool[Array, "n c q"]):
     """Per group: an eigenbasis of M_g = Σ_{j tight} x_j x_jᵀ and which of its directions M_g spans."""
-    X = data.X
+    X = problem.X
     weight = tight.astype(X.dtype)
-    M = row_total(jnp.einsum("ncq,nd,ne->qcde", weight, X, X, precision=operators.PRECISION), data.rows)
+    M = row_blocks(weight, X, problem.rows)
     evals, vecs = jnp.linalg.eigh(M)
     top = jnp.max(evals, axis=-1, keepdims=True)
     spanned = evals > X.shape[1] * jnp.finfo(X.dtype).eps * 100 * jnp.maximum(top, jnp.finfo(X.dtype).tiny)
@@ -118,7 +108,7 @@ def _tight_rows_projections(data: ReluData, tight: Bool[Array, "n c q"]):
 
 
 def refine_zero_group_multipliers(
-    data: ReluData, W: Array, theta: Array, gamma: Array, xtx_top: Scalar, steps: int
+    problem: Problem, W: Array, theta: Array, gamma: Array, xtx_top: Scalar, steps: int
 ) -> Array:
     """Γ ≥ 0 on the zero groups by projected gradient on ½ Σ_{g: W_g = 0} ‖(Kᵀ(θ, −Γ))_g‖², from the given Γ.
 
@@ -130,15 +120,15 @@ def refine_zero_group_multipliers(
     off = jnp.moveaxis(prox.group_norms(W) == 0, 0, 1)[None]  # (1, c, q)
 
     def body(_, g):
-        H = data.pullback(theta, -g)
-        descent = data.split(data.products(H))[1]  # −∂/∂Γ of ½‖H‖²
+        H = problem.pullback(theta, -g)
+        descent = problem.split(problem.products(H))[1]  # −∂/∂Γ of ½‖H‖²
         return jnp.where(off, jnp.maximum(g + step * descent, 0), g)
 
     return jax.lax.fori_loop(0, steps, body, gamma)
 
 
 def polish_relu(
-    data: ReluData,
+    problem: Problem,
     lam: Scalar,
     v: Float[Array, "q d c"],
     tight: Bool[Array, "n c q"],
@@ -157,14 +147,14 @@ def polish_relu(
     tight = tight & jnp.moveaxis(active, 0, 1)[None]
     # A non-zero w_g meets at most d − 1 equalities x_jᵀ w_g = 0 (rows in general position): keep the d − 1
     # tight rows with the largest multipliers (a row tight with a zero multiplier costs nothing either way).
-    d = data.X.shape[1]
+    d = problem.X.shape[1]
     if d > 1:
         score = jnp.where(tight, gamma_outside, -1)
-        tight = tight & (score >= row_kth_largest(score, d - 1, data.rows)[None])
-    evals, vecs, spanned = _tight_rows_projections(data, tight)
+        tight = tight & (score >= row_kth_largest(score, d - 1, problem.rows)[None])
+    evals, vecs, spanned = _tight_rows_projections(problem, tight)
     free = (~spanned).astype(dtype)  # (q, c, d): directions no tight row constrains
     Pi = jnp.einsum("qcdk,qck,qcek->qcde", vecs, free, vecs, precision=operators.PRECISION)
-    obj = ProjectedPrediction(data=data, Pi=Pi)
+    obj = ProjectedPrediction(problem=problem, Pi=Pi)
     W0 = obj.project(v)
     W, cost = newton_polish(obj, lam, W0, active, opts, jnp.asarray(budget, jnp.int32))
 
@@ -172,17 +162,17 @@ def polish_relu(
 
     def certificate_parts(W):
         """z, R, θ and Γ at W: stationarity's multipliers on the non-zero groups, ADMM's elsewhere."""
-        XW = data.products(W)
-        z, R = data.split(XW)
-        theta = data.loss.grad(z, data.y, data.N)
+        XW = problem.products(W)
+        z, R = problem.split(XW)
+        theta = problem.loss_grad(z)
         n, c = z.shape
-        Ft_theta = data.pullback(theta, jnp.zeros((n, c, W.shape[0]), dtype))
+        Ft_theta = problem.pullback(theta, jnp.zeros((n, c, W.shape[0]), dtype))
         norms = prox.group_norms(W)[:, None, :]
         r = Ft_theta + lam * W / jnp.where(norms > 0, norms, 1)
         # y_g = M_g⁺ r_g, then Γ_j s_j = x_jᵀ y_g on the tight rows of the non-zero groups.
         coeff = jnp.einsum("qcdk,qdc->qck", vecs, r, precision=operators.PRECISION) * inv
         y_g = jnp.einsum("qcdk,qck->qdc", vecs, coeff, precision=operators.PRECISION)
-        gamma_tight = jnp.where(tight, jnp.maximum(data.split(data.products(y_g))[1], 0), 0)
+        gamma_tight = jnp.where(tight, jnp.maximum(problem.split(problem.products(y_g))[1], 0), 0)
         on = jnp.moveaxis(prox.group_norms(W) > 0, 0, 1)[None]
         gamma = jnp.where(on, gamma_tight, gamma_outside)
         return XW, z, R, theta, gamma
@@ -190,11 +180,13 @@ def polish_relu(
     XW, z, R, theta, gamma = certificate_parts(W)
     # A group that Newton left at a negligible norm has no stationarity multipliers (‖H_g‖ > λ with them):
     # it is zero at the optimum, so it is set to zero and keeps ADMM's multipliers.
-    H_norms = prox.group_norms(data.pullback(theta, -gamma))
+    H_norms = prox.group_norms(problem.pullback(theta, -gamma))
     drop = (prox.group_norms(W) > 0) & (H_norms > lam * (1 + 1e-3))
     W = jnp.where(drop[:, None, :], 0, W)
     XW, z, R, theta, gamma = certificate_parts(W)
-    gamma = refine_zero_group_multipliers(data, W, theta, gamma, xtx_top, refine_steps)
-    objective = data.loss_value(z) + lam * prox.group_l1(W)
-    gap = relu_duality_gap(data, lam, W, z, R, theta, gamma)
-    return PolishResult(W=W, objective=objective, gap=gap, violation=relu_violation(R, XW, data.rows), iterations=cost)
+    gamma = refine_zero_group_multipliers(problem, W, theta, gamma, xtx_top, refine_steps)
+    objective = problem.loss_value(z) + lam * prox.group_l1(W)
+    gap = relu_duality_gap(problem, lam, W, z, R, theta, gamma)
+    return PolishResult(
+        W=W, objective=objective, gap=gap, violation=relu_violation(R, XW, problem.rows), iterations=cost
+    )

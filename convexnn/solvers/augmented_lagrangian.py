@@ -8,7 +8,7 @@ For multipliers Γ ≥ 0 of the cone constraints R = s ⊙ X W ≥ 0 and a penal
 
 and the subproblem tolerance tightens tenfold per step down to tol/10. It stops when the violation is
 ≤ `constraint_tol` (relative to max |X W|) and the exact program's duality gap, built from ∇L and Γ
-(`relu_duality_gap`), is ≤ tol · max(1, |objective|), or when neither the gap nor the objective nor the
+(`certificates.relu_duality_gap`), is ≤ tol · max(1, |objective|), or when neither the gap nor the objective nor the
 violation improves any more (STALLED: float32's rounding, multiplied by ρ, is a floor). ρ_max keeps that
 rounding below λ's scale; a fixed ρ still converges (the multiplier updates do the work), only slower.
 """
@@ -17,47 +17,21 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-import jax
 import jax.numpy as jnp
-from jax import lax
 from jaxtyping import Array, Int, Scalar
 
 from .. import progress, prox
 from .._units import Units
+from ..certificates import relu_duality_gap, relu_violation
+from ..options import ALOptions
+from ..problem import Problem
 from ..solution import RUNNING, Status
+from ._loop import iterate, select
 from .fista import rounding_scale
-from .gated import PolishOptions, solve_composite
-from .newton import NewtonOptions
-from .relu_objectives import AugmentedLagrangianObjective, ReluData, relu_duality_gap, relu_violation
+from .gated import solve_composite
+from .objectives import AugmentedLagrangianObjective
 
-__all__ = ["ALOptions", "ALState", "solve_relu_al"]
-
-
-class ALOptions(NamedTuple):
-    """AL settings: ρ starts at rho0/N, grows by `growth` when the violation did not fall by `shrink`.
-
-    From a feasible W0 (the default zero) the first step's violation cannot have fallen, so ρ grows once
-    there: the first subproblem runs at rho0/N, the next from 10·rho0/N. Measured at 2000×50×200 (float32,
-    tol 1e-4, code before 3b07a8e), that reached 1e-4 at iteration 16 402 (at d6b4375: 18 152); exempting
-    the first step from the test (ρ grew at the second instead) and starting at 10·rho0/N without that
-    growth both first reached it at 20 000.
-    """
-
-    rho0: float = 100.0
-    growth: float = 10.0
-    rho_max_eps: float = 1e-3  # ρ ≤ rho_max_eps / (N·eps): beyond it the penalty's gradient carries ρ × the
-    # rounding of X W, which swamps λ in the subproblems (float32: N·ρ ≤ 8.4e3) and makes the certificate lie
-    # about nothing better; float64's cap (4.5e12) is never met in practice
-    stall_window: int = 5  # outer steps after which, if the best certified gap has not halved and the best
-    # objective not fallen by more than `stall_rel_eps` epsilons, the solve stops as STALLED
-    stall_rel_eps: float = 64.0
-    shrink: float = 0.25
-    inner_tol0: float = 1e-3
-    # The subproblems' Newton polish builds its block-Jacobi preconditioner once per polish, not per Newton
-    # step: a build (n d² per block, ~84 ms) costs ~35 CG steps at 2000×50×200, and rebuilding at every
-    # step did not save CG steps there (float32, one core: 174 Newton steps and ~17 400 polish iterations
-    # either way; the AL's 20 000 iterations took 67 s rebuilding, 55 s building once).
-    polish: PolishOptions = PolishOptions(newton=NewtonOptions(rebuild_preconditioner=False))
+__all__ = ["ALState", "solve_relu_al"]
 
 
 class _Point(NamedTuple):
@@ -101,20 +75,107 @@ class ALState(NamedTuple):
         return self.point.violation
 
 
-def _measure(data: ReluData, lam: Scalar, W: Array, gamma: Array) -> _Point:
-    XW = data.products(W)
-    z, R = data.split(XW)
-    objective = data.loss_value(z) + lam * prox.group_l1(W)
-    grad = data.loss.grad(z, data.y, data.N)
-    return _Point(W, objective, relu_duality_gap(data, lam, W, z, R, grad, gamma), relu_violation(R, XW, data.rows))
+def _measure(problem: Problem, lam: Scalar, W: Array, gamma: Array) -> _Point:
+    XW = problem.products(W)
+    z, R = problem.split(XW)
+    objective = problem.loss_value(z) + lam * prox.group_l1(W)
+    grad = problem.loss_grad(z)
+    return _Point(
+        W, objective, relu_duality_gap(problem, lam, W, z, R, grad, gamma), relu_violation(R, XW, problem.rows)
+    )
 
 
-def _select(pred: Array, a, b):
-    return jax.tree.map(lambda x, y: jnp.where(pred, x, y), a, b)
+class _Rule(NamedTuple):
+    """When a point is within the tolerances."""
+
+    tol: Scalar
+    constraint_tol: Scalar
+
+    def within(self, p: _Point):
+        return p.violation <= self.constraint_tol
+
+    def converged(self, p: _Point):
+        return self.within(p) & (p.gap <= self.tol * jnp.maximum(1, jnp.abs(p.objective)))
+
+
+def _initial(problem: Problem, lam, W0, rule: _Rule, opts: ALOptions) -> ALState:
+    dtype = W0.dtype
+    n, c = problem.y.shape
+    gamma0 = jnp.zeros((n, c, W0.shape[0]), dtype)
+    rho_max = jnp.asarray(opts.rho_max_eps / (problem.N * jnp.finfo(dtype).eps), dtype)
+    inf = jnp.asarray(jnp.inf, dtype)
+    start = _measure(problem, lam, W0, gamma0)
+    best0 = select(rule.within(start), start, _Point(W0, inf, inf, inf))
+    return ALState(
+        point=start,
+        best=best0,
+        gamma=gamma0,
+        rho=jnp.minimum(jnp.asarray(opts.rho0 / problem.N, dtype), rho_max),
+        inner_tol=jnp.maximum(rule.tol, jnp.asarray(opts.inner_tol0, dtype)),
+        iterations=jnp.zeros((), jnp.int32),
+        outer_steps=jnp.zeros((), jnp.int32),
+        status=jnp.where(rule.converged(start), Status.CONVERGED, RUNNING).astype(jnp.int32),
+        low_objective=best0.objective,
+        window_start=jnp.zeros((), jnp.int32),
+        window_gap=best0.gap,
+        window_objective=best0.objective,
+        window_violation=inf,  # a feasible W0, such as 0, says nothing of the outer steps' progress
+    )
+
+
+def _outer_step(problem, lam, s: ALState, rule: _Rule, max_iters, polish: bool, opts: ALOptions) -> ALState:
+    """One AL step: the subproblem by R-FISTA (+ polish), the multipliers, ρ, and the stall window."""
+    dtype = s.W.dtype
+    eps = jnp.finfo(dtype).eps
+    obj = AugmentedLagrangianObjective(problem=problem, gamma=s.gamma, rho=s.rho)
+    inner = solve_composite(
+        obj, lam, s.W, s.inner_tol, max_iters - s.iterations, polish=polish, options=opts.subproblem
+    )
+    W = inner.W
+    _, R = problem.split(problem.products(W))
+    gamma = s.rho * jnp.maximum(s.gamma / s.rho - R, 0)
+    point = _measure(problem, lam, W, gamma)
+    finite = _finite(point)
+    slow = (point.violation > opts.shrink * s.violation) & (point.violation > rule.constraint_tol)
+    candidate = finite & rule.within(point)
+    best = select(candidate & (point.gap < s.best.gap), point, s.best)
+    low_objective = jnp.where(candidate, jnp.minimum(s.low_objective, point.objective), s.low_objective)
+
+    outer_steps = s.outer_steps + 1
+    due = outer_steps - s.window_start >= opts.stall_window
+    floor = opts.stall_rel_eps * eps * rounding_scale(low_objective)
+    moved = (
+        (best.gap < 0.5 * s.window_gap)
+        | (low_objective < s.window_objective - floor)
+        | (point.violation < 0.5 * s.window_violation)
+    )
+    status = jnp.where(rule.converged(point), Status.CONVERGED, jnp.where(due & ~moved, Status.STALLED, RUNNING))
+    rho_max = jnp.asarray(opts.rho_max_eps / (problem.N * eps), dtype)
+    return ALState(
+        point=point,
+        best=best,
+        gamma=gamma,
+        rho=jnp.where(slow, jnp.minimum(opts.growth * s.rho, rho_max), s.rho),
+        # Down to tol/10, and below it while the exact gap does not follow: once the multipliers' updates
+        # are smaller than what the subproblem's tolerance resolves, its solves return at once.
+        inner_tol=jnp.maximum(0.1 * s.inner_tol, jnp.where(point.gap < s.gap, 0.1 * rule.tol, 16 * eps)),
+        iterations=s.iterations + jnp.maximum(inner.iterations, 1),
+        outer_steps=outer_steps,
+        status=status.astype(jnp.int32),
+        low_objective=low_objective,
+        window_start=jnp.where(due, outer_steps, s.window_start),
+        window_gap=jnp.where(due, best.gap, s.window_gap),
+        window_objective=jnp.where(due, low_objective, s.window_objective),
+        window_violation=jnp.where(due, point.violation, s.window_violation),
+    )
+
+
+def _finite(p: _Point):
+    return jnp.isfinite(p.objective) & jnp.isfinite(p.gap) & jnp.all(jnp.isfinite(p.W))
 
 
 def solve_relu_al(
-    data: ReluData,
+    problem: Problem,
     lam: Scalar,
     W0: Array,
     tol: Scalar,
@@ -125,8 +186,9 @@ def solve_relu_al(
     opts: ALOptions = ALOptions(),
     monitor: progress.Monitor | None = None,
     units: Units | None = None,
+    state: ALState | None = None,
 ) -> ALState:
-    """Augmented Lagrangian for the exact ReLU program from W0 = [U0; V0]; see the module docstring.
+    """Augmented Lagrangian for the exact ReLU program from W0 = [U0; V0] (or from `state`, exactly).
 
     Stops CONVERGED at a point within both tolerances; STALLED when, over `opts.stall_window` outer steps,
     the best gap among points within `constraint_tol` has not halved, the lowest objective among them has
@@ -138,40 +200,11 @@ def solve_relu_al(
     With a `monitor` (static), reports after outer steps (every `monitor.every` iterations) and at the end,
     in the user's units when the problem was rescaled by `units` (ρ has none: it is the same in both).
     """
-    dtype = W0.dtype
-    eps = jnp.finfo(dtype).eps
-    n, c = data.y.shape
-    gamma0 = jnp.zeros((n, c, W0.shape[0]), dtype)
-    rho_max = jnp.asarray(opts.rho_max_eps / (data.N * eps), dtype)
-    inf = jnp.asarray(jnp.inf, dtype)
-
-    def within(p: _Point):
-        return p.violation <= constraint_tol
-
-    def converged(p: _Point):
-        return within(p) & (p.gap <= tol * jnp.maximum(1, jnp.abs(p.objective)))
-
-    start = _measure(data, lam, W0, gamma0)
-    no_point = _Point(W0, inf, inf, inf)
-    best0 = _select(within(start), start, no_point)
-    s0 = ALState(
-        point=start,
-        best=best0,
-        gamma=gamma0,
-        rho=jnp.minimum(jnp.asarray(opts.rho0 / data.N, dtype), rho_max),
-        inner_tol=jnp.maximum(tol, jnp.asarray(opts.inner_tol0, dtype)),
-        iterations=jnp.zeros((), jnp.int32),
-        outer_steps=jnp.zeros((), jnp.int32),
-        status=jnp.where(converged(start), Status.CONVERGED, RUNNING).astype(jnp.int32),
-        low_objective=best0.objective,
-        window_start=jnp.zeros((), jnp.int32),
-        window_gap=best0.gap,
-        window_objective=best0.objective,
-        window_violation=inf,  # a feasible W0, such as 0, says nothing of the outer steps' progress
-    )
-
-    def cond(s: ALState):
-        return (s.status == RUNNING) & (s.iterations < max_iters)
+    rule = _Rule(tol, constraint_tol)
+    if state is None:
+        s0 = _initial(problem, lam, W0, rule, opts)
+    else:  # a stopped solve goes on from its carry (multipliers, ρ, subproblem tolerance, stall window)
+        s0 = state._replace(status=jnp.where(rule.converged(state.point), Status.CONVERGED, RUNNING).astype(jnp.int32))
 
     def report(s: ALState, **when):
         fields = dict(objective=s.objective, gap=s.gap, violation=s.violation, step=s.rho, lam=lam)
@@ -181,58 +214,17 @@ def solve_relu_al(
             )
         progress.report(monitor, iteration=s.iterations, **fields, **when)
 
-    def body(s: ALState) -> ALState:
-        obj = AugmentedLagrangianObjective(data=data, gamma=s.gamma, rho=s.rho)
-        inner = solve_composite(
-            obj, lam, s.W, s.inner_tol, max_iters - s.iterations, polish=polish, polish_opts=opts.polish
-        )
-        W = inner.W
-        _, R = data.split(data.products(W))
-        gamma = s.rho * jnp.maximum(s.gamma / s.rho - R, 0)
-        point = _measure(data, lam, W, gamma)
-        finite = jnp.isfinite(point.objective) & jnp.isfinite(point.gap) & jnp.all(jnp.isfinite(W))
-        slow = (point.violation > opts.shrink * s.violation) & (point.violation > constraint_tol)
-        candidate = finite & within(point)
-        best = _select(candidate & (point.gap < s.best.gap), point, s.best)
-        low_objective = jnp.where(candidate, jnp.minimum(s.low_objective, point.objective), s.low_objective)
+    def finish(out: ALState) -> ALState:
+        # Stopped short of the tolerances: hand back the best point within constraint_tol, when there is one.
+        short = (out.status == Status.MAX_ITERS) | (out.status == Status.STALLED)
+        return out._replace(point=select(short & jnp.isfinite(out.best.gap), out.best, out.point))
 
-        outer_steps = s.outer_steps + 1
-        due = outer_steps - s.window_start >= opts.stall_window
-        floor = opts.stall_rel_eps * eps * rounding_scale(low_objective)
-        moved = (
-            (best.gap < 0.5 * s.window_gap)
-            | (low_objective < s.window_objective - floor)
-            | (point.violation < 0.5 * s.window_violation)
-        )
-        status = jnp.where(converged(point), Status.CONVERGED, jnp.where(due & ~moved, Status.STALLED, RUNNING))
-        new = ALState(
-            point=point,
-            best=best,
-            gamma=gamma,
-            rho=jnp.where(slow, jnp.minimum(opts.growth * s.rho, rho_max), s.rho),
-            # Down to tol/10, and below it while the exact gap does not follow: once the multipliers' updates
-            # are smaller than what the subproblem's tolerance resolves, its solves return at once.
-            inner_tol=jnp.maximum(0.1 * s.inner_tol, jnp.where(point.gap < s.gap, 0.1 * tol, 16 * eps)),
-            iterations=s.iterations + jnp.maximum(inner.iterations, 1),
-            outer_steps=outer_steps,
-            status=jnp.where(finite, status, Status.NONFINITE).astype(jnp.int32),
-            low_objective=low_objective,
-            window_start=jnp.where(due, outer_steps, s.window_start),
-            window_gap=jnp.where(due, best.gap, s.window_gap),
-            window_objective=jnp.where(due, low_objective, s.window_objective),
-            window_violation=jnp.where(due, point.violation, s.window_violation),
-        )
-        kept = _select(finite, new, s)  # the last finite state on divergence
-        kept = kept._replace(iterations=new.iterations, outer_steps=new.outer_steps, status=new.status)
-        if monitor is not None:  # not a lane that had stopped (vmap), nor the last iterate (reported below)
-            report(kept, since=s.iterations, when=cond(s) & cond(kept))
-        return kept
-
-    out = lax.while_loop(cond, body, s0)
-    status = jnp.where(out.status == RUNNING, Status.MAX_ITERS, out.status).astype(jnp.int32)
-    # Stopped short of the tolerances: hand back the best point within constraint_tol, when there is one.
-    short = (status == Status.MAX_ITERS) | (status == Status.STALLED)
-    out = out._replace(point=_select(short & jnp.isfinite(out.best.gap), out.best, out.point), status=status)
-    if monitor is not None:
-        report(out, status=out.status)
-    return out
+    return iterate(
+        lambda s: _outer_step(problem, lam, s, rule, max_iters, polish, opts),
+        s0,
+        max_iters,
+        finite=lambda s: _finite(s.point),
+        counters=("iterations", "outer_steps"),
+        report=None if monitor is None else report,
+        finish=finish,
+    )

@@ -22,19 +22,11 @@ from jax import lax
 from jaxtyping import Array, Bool, Float, Int, PyTree, Scalar
 
 from .. import prox
+from ..options import FistaOptions
 from ..solution import RUNNING, Status
 from .objectives import CompositeSmooth
 
-__all__ = ["FistaState", "FistaOptions", "init_state", "fista_step", "tree_combine"]
-
-
-class FistaOptions(NamedTuple):
-    """Line-search constants (arrays or Python floats; they never change the traced program)."""
-
-    backtrack: float = 0.5  # shrink factor bound when a step is rejected
-    growth: float = 1.25  # step growth after an accepted step with slack
-    slack: float = 0.8  # grow only if the measured curvature times η is below this
-    max_backtracks: int = 40
+__all__ = ["FistaState", "init_state", "fista_step", "tree_combine", "status_of", "is_finite", "rounding_scale"]
 
 
 class FistaState(NamedTuple):
@@ -48,8 +40,6 @@ class FistaState(NamedTuple):
     step: Scalar  # step size η for the next line search
     objective: Scalar  # F(K W) + λ‖W‖_{2,1}
     gap: Scalar  # certified bound on objective − optimum
-    iterations: Int[Array, ""]
-    status: Int[Array, ""]
     stable: Int[Array, ""]  # iterations since the set of non-zero groups last changed
     active: Bool[Array, "p c"]  # the non-zero groups of W
 
@@ -97,15 +87,13 @@ def init_state(obj: CompositeSmooth, lam: Scalar, W0: Float[Array, "p d c"], ste
         step=jnp.asarray(step0, dtype),
         objective=objective,
         gap=gap,
-        iterations=jnp.zeros((), jnp.int32),
-        status=jnp.asarray(RUNNING, jnp.int32),
         stable=jnp.zeros((), jnp.int32),
         active=active,
     )
 
 
 def fista_step(obj: CompositeSmooth, lam: Scalar, s: FistaState, opts: FistaOptions) -> FistaState:
-    """One R-FISTA iteration (see the module docstring). Does not touch `status` or `iterations`."""
+    """One R-FISTA iteration (see the module docstring)."""
     dtype = s.W.dtype
     tiny = jnp.finfo(dtype).tiny
     eps = jnp.finfo(dtype).eps
@@ -181,19 +169,12 @@ def rounding_scale(objective: Scalar) -> Scalar:
 
 
 def converged(s: FistaState, tol: Scalar) -> Bool[Array, ""]:
-    """The stopping rule of every solver: gap ≤ tol · max(1, |objective|)."""
+    """The stopping rule of every solver, in its units: gap ≤ tol · max(1, |objective|)."""
     return s.gap <= tol * jnp.maximum(1, jnp.abs(s.objective))
 
 
-def with_status(s: FistaState, tol: Scalar) -> FistaState:
+def status_of(s: FistaState, tol: Scalar) -> Int[Array, ""]:
     """Status from the state alone: NONFINITE, CONVERGED, or still running."""
-    status = jnp.where(is_finite(s), jnp.where(converged(s, tol), Status.CONVERGED, RUNNING), Status.NONFINITE)
-    return s._replace(status=status.astype(jnp.int32))
-
-
-def check(s: FistaState, new: FistaState, tol: Scalar, cost: Int[Array, ""] | int = 1) -> FistaState:
-    """Move to `new` unless it is non-finite (then keep `s`, flagged NONFINITE); count `cost` iterations."""
-    finite = is_finite(new)
-    kept = jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, s)
-    status = jnp.where(finite, with_status(kept, tol).status, Status.NONFINITE).astype(jnp.int32)
-    return kept._replace(iterations=s.iterations + cost, status=status)
+    return jnp.where(is_finite(s), jnp.where(converged(s, tol), Status.CONVERGED, RUNNING), Status.NONFINITE).astype(
+        jnp.int32
+    )

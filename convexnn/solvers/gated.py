@@ -5,11 +5,12 @@
 Phases of R-FISTA run until the set of non-zero groups has held still for a while; then a Newton–CG
 polish solves the program restricted to that set, and is kept if it lowers the objective. Proximal
 gradient finds the support; Newton finds the optimum on it. Every iterate carries a duality gap, and
-the loop stops when gap ≤ tol · max(1, |objective|).
+the loop (`_loop.iterate`) stops when gap ≤ tol · max(1, |objective|) in the solver's units.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import NamedTuple
 
@@ -18,57 +19,39 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 from jax.typing import ArrayLike
-from jaxtyping import Array, Float, Int, Scalar
+from jaxtyping import Array, Int, Scalar
 
-from .. import _validate, progress
 from .. import losses as _losses
-from .._units import Units, units_of
-from ..sharding import RowSharded, check_problem, replicate, run_sharded
+from .. import progress
+from .._units import Units
+from ..options import GatedOptions, PolishOptions, StallOptions, check_options
+from ..problem import Problem, on_shards, prepare
+from ..sharding import RowSharded
 from ..solution import RUNNING, Solution, Status
+from ._loop import iterate, running, select
 from ._nondiff import not_differentiable
-from .fista import (
-    FistaOptions,
-    FistaState,
-    check,
-    evaluate,
-    fista_step,
-    init_state,
-    is_finite,
-    rounding_scale,
-    with_status,
-)
+from .fista import FistaState, evaluate, fista_step, init_state, is_finite, rounding_scale, status_of
 from .implicit import gated_solution_vjp
-from .newton import NewtonOptions, newton_polish
+from .newton import newton_polish
 from .objectives import CompositeSmooth, GatedObjective
 
-__all__ = ["solve_gated", "solve_composite", "gated_program", "gated_sharded", "PolishOptions"]
+__all__ = ["solve_gated", "solve_composite", "GatedState", "GatedStatic", "gated_program", "gated_core", "lockstep"]
 
 
-class StallOptions(NamedTuple):
-    """Stop with STALLED when, over `window` iterations, the best objective fell by less than `rel_eps`
-    epsilons times its rounding scale (`fista.rounding_scale`) and the best gap did not halve: rounding has won."""
-
-    window: int = 200
-    rel_eps: float = 64.0
-
-
-class PolishOptions(NamedTuple):
-    """When to try a Newton polish: after `min_phase` R-FISTA iterations (doubling after a polish that
-    did not cut the gap tenfold) once the non-zero groups have not changed for `stable_for` iterations."""
-
-    min_phase: int = 25
-    stable_for: int = 10
-    newton: NewtonOptions = NewtonOptions()
+def lockstep(options: GatedOptions) -> GatedOptions:
+    """The options of solves vmapped in lockstep (λ paths): the polish's Newton–CG without the n×n
+    sample-space preconditioner. Under vmap every lane runs every lane's polish, so the lanes' c Cholesky
+    factorizations of n×n kernels would be paid by all of them at each polish; CG steps are batched GEMMs."""
+    newton = dataclasses.replace(options.polish.newton, kernel_cg_steps=0.0)
+    return dataclasses.replace(options, polish=dataclasses.replace(options.polish, newton=newton))
 
 
-LOCKSTEP_POLISH = PolishOptions(newton=NewtonOptions(kernel_cg_steps=0.0))
-"""The polish for solves vmapped in lockstep (λ paths): Newton–CG without the n×n sample-space
-preconditioner. Under vmap every lane runs every lane's polish, so the lanes' c Cholesky factorizations
-of n×n kernels are paid by all of them at each polish; CG steps are batched GEMMs and cost far less."""
+class GatedState(NamedTuple):
+    """The loop carry of `solve_composite`: the R-FISTA state, the polish phases and the stall window."""
 
-
-class _Carry(NamedTuple):
-    s: FistaState
+    fista: FistaState
+    iterations: Int[Array, ""]
+    status: Int[Array, ""]
     phase_start: Int[Array, ""]
     phase_len: Int[Array, ""]
     best_objective: Scalar  # best objective and gap seen so far
@@ -77,34 +60,46 @@ class _Carry(NamedTuple):
     window_objective: Scalar
     window_gap: Scalar
 
+    @property
+    def W(self) -> Array:
+        return self.fista.W
 
-def _track(c: _Carry, opts: StallOptions) -> _Carry:
+    @property
+    def objective(self) -> Scalar:
+        return self.fista.objective
+
+    @property
+    def gap(self) -> Scalar:
+        return self.fista.gap
+
+
+def _track(c: GatedState, opts: StallOptions) -> GatedState:
     """Update the bests; at the end of a stall window, flag STALLED if neither best moved enough."""
-    s = c.s
+    s = c.fista
     best_objective = jnp.minimum(c.best_objective, s.objective)
     best_gap = jnp.minimum(c.best_gap, s.gap)
     eps = jnp.finfo(s.objective.dtype).eps
-    due = s.iterations - c.window_start >= opts.window
+    due = c.iterations - c.window_start >= opts.window
     moved = (c.window_objective - best_objective > opts.rel_eps * eps * rounding_scale(best_objective)) | (
         best_gap < 0.5 * c.window_gap
     )
-    stalled = due & ~moved & (s.status == RUNNING)
-    status = jnp.where(stalled, Status.STALLED, s.status).astype(jnp.int32)
+    stalled = due & ~moved & (c.status == RUNNING)
     return c._replace(
-        s=s._replace(status=status),
+        status=jnp.where(stalled, Status.STALLED, c.status).astype(jnp.int32),
         best_objective=best_objective,
         best_gap=best_gap,
-        window_start=jnp.where(due, s.iterations, c.window_start),
+        window_start=jnp.where(due, c.iterations, c.window_start),
         window_objective=jnp.where(due, best_objective, c.window_objective),
         window_gap=jnp.where(due, best_gap, c.window_gap),
     )
 
 
 def _polish(
-    obj: CompositeSmooth, lam: Scalar, tol: Scalar, max_iters: Int[Array, ""], c: _Carry, opts: PolishOptions
-) -> _Carry:
-    s = c.s
-    W, cost = newton_polish(obj, lam, s.W, s.active, opts.newton, max_iters - s.iterations, tol)
+    obj: CompositeSmooth, lam: Scalar, tol: Scalar, max_iters: Int[Array, ""], c: GatedState, opts: PolishOptions
+) -> GatedState:
+    """A Newton polish on the non-zero groups, kept if it lowered the objective (beyond rounding) or the gap."""
+    s = c.fista
+    W, cost = newton_polish(obj, lam, s.W, s.active, opts.newton, max_iters - c.iterations, tol)
     img = obj.apply(W)
     g = obj.grad(img)
     G = obj.transpose(g)
@@ -116,44 +111,44 @@ def _polish(
     # dropped; the run goes on from s.
     rounding = 4 * jnp.finfo(objective.dtype).eps * jnp.abs(s.objective)
     accept = is_finite(polished) & ((objective <= s.objective + rounding) | (gap < s.gap))
-    s = jax.tree.map(lambda a, b: jnp.where(accept, a, b), polished, s)
-    s = with_status(s._replace(iterations=s.iterations + cost), tol)
-    cut = accept & (gap <= 0.1 * c.s.gap)
+    s = select(accept, polished, s)
+    iterations = c.iterations + cost
+    cut = accept & (gap <= 0.1 * c.fista.gap)
     phase_len = jnp.where(cut, opts.min_phase, 2 * c.phase_len)
-    return c._replace(s=s, phase_start=s.iterations, phase_len=phase_len.astype(jnp.int32))
+    return c._replace(
+        fista=s,
+        iterations=iterations,
+        status=status_of(s, tol),
+        phase_start=iterations,
+        phase_len=phase_len.astype(jnp.int32),
+    )
 
 
-def solve_composite(
-    obj: CompositeSmooth,
-    lam: Scalar,
-    W0: Float[Array, "p d c"],
-    tol: Scalar,
-    max_iters: Int[Array, ""],
-    *,
-    polish: bool = True,
-    fista_opts: FistaOptions = FistaOptions(),
-    polish_opts: PolishOptions = PolishOptions(),
-    stall_opts: StallOptions = StallOptions(),
-    monitor: progress.Monitor | None = None,
-    units: Units | None = None,
-) -> FistaState:
-    """min_W F(K W) + λ Σ_g ‖W_g‖₂ from W0 until gap ≤ tol·max(1, |objective|) or max_iters iterations.
+def initial_state(obj: CompositeSmooth, lam: Scalar, W0: Array, tol: Scalar, options: GatedOptions) -> GatedState:
+    """The loop carry at W0 (its status CONVERGED when W0 is already certified)."""
+    s = init_state(obj, lam, W0)
+    zero = jnp.zeros((), jnp.int32)
+    return GatedState(
+        fista=s,
+        iterations=zero,
+        status=status_of(s, tol),
+        phase_start=zero,
+        phase_len=jnp.asarray(options.polish.min_phase, jnp.int32),
+        best_objective=s.objective,
+        best_gap=s.gap,
+        window_start=zero,
+        window_objective=s.objective,
+        window_gap=s.gap,
+    )
 
-    A pure function of arrays: jit it, vmap it (over λ, data or W0), or run it inside shard_map with an
-    objective whose reductions are collective. Returns the final loop state with its status set. With a
-    `monitor` (static) it reports every `monitor.every` iterations and at the end (`convexnn.progress`),
-    in the user's units when the problem was rescaled by `units`.
-    """
-    s = with_status(init_state(obj, lam, W0), tol)
 
-    def running(s: FistaState):
-        return (s.status == RUNNING) & (s.iterations < max_iters)
+def _reporter(monitor: progress.Monitor | None, lam: Scalar, units: Units | None):
+    """report(carry, **when) in the user's units, or None without a monitor."""
+    if monitor is None:
+        return None
 
-    def phase_cond(c: _Carry):
-        ready = (c.s.iterations - c.phase_start >= c.phase_len) & (c.s.stable >= polish_opts.stable_for)
-        return running(c.s) & ~(polish & ready)
-
-    def report(s: FistaState, **when):
+    def report(c: GatedState, **when):
+        s = c.fista
         values = dict(objective=s.objective, gap=s.gap, step=s.step, lam=lam)
         if units is not None:
             values = dict(
@@ -162,130 +157,138 @@ def solve_composite(
                 step=units.step_out(s.step),
                 lam=units.lam_out(lam),
             )
-        progress.report(monitor, iteration=s.iterations, **values, **when)
+        progress.report(monitor, iteration=c.iterations, **values, **when)
 
-    def phase_body(c: _Carry):
-        new = _track(c._replace(s=check(c.s, fista_step(obj, lam, c.s, fista_opts), tol)), stall_opts)
-        if monitor is not None:  # not a lane that had stopped (vmap), nor the last iterate (reported below)
-            report(new.s, since=c.s.iterations, when=phase_cond(c) & running(new.s))
-        return new
+    return report
 
-    def outer_body(c: _Carry):
-        c = lax.while_loop(phase_cond, phase_body, c)
-        if polish:
-            before = c.s
-            c = lax.cond(running(c.s), lambda c: _polish(obj, lam, tol, max_iters, c, polish_opts), lambda c: c, c)
-            c = _track(c, stall_opts)
-            if monitor is not None:
-                report(c.s, since=before.iterations, when=running(before) & running(c.s))
+
+def solve_composite(
+    obj: CompositeSmooth,
+    lam: Scalar,
+    W0: Array,
+    tol: Scalar,
+    max_iters: Int[Array, ""],
+    *,
+    polish: bool = True,
+    options: GatedOptions = GatedOptions(),
+    monitor: progress.Monitor | None = None,
+    units: Units | None = None,
+    state: GatedState | None = None,
+) -> GatedState:
+    """min_W F(K W) + λ Σ_g ‖W_g‖₂ from W0 (or from `state`, exactly) until gap ≤ tol·max(1, |objective|).
+
+    A pure function of arrays: jit it, vmap it (over λ, data or W0), or run it inside shard_map with an
+    objective whose reductions are collective. Returns the final loop state with its status set. With a
+    `monitor` (static) it reports every `monitor.every` iterations and at the end (`convexnn.progress`),
+    in the user's units when the problem was rescaled by `units`.
+    """
+    if state is None:
+        c0 = initial_state(obj, lam, W0, tol, options)
+    else:  # a stopped solve goes on from its carry, its status recomputed at this tol
+        c0 = state._replace(status=status_of(state.fista, tol))
+    report = _reporter(monitor, lam, units)
+
+    def step(c: GatedState) -> GatedState:
+        s = fista_step(obj, lam, c.fista, options.fista)
+        return _track(c._replace(fista=s, iterations=c.iterations + 1, status=status_of(s, tol)), options.stall)
+
+    def ready(c: GatedState):
+        return (c.iterations - c.phase_start >= c.phase_len) & (c.fista.stable >= options.polish.stable_for)
+
+    def between(c: GatedState) -> GatedState:
+        before = c
+        go = running(c, max_iters)
+        c = lax.cond(go, lambda c: _polish(obj, lam, tol, max_iters, c, options.polish), lambda c: c, c)
+        c = _track(c, options.stall)
+        if report is not None:
+            report(c, since=before.iterations, when=go & running(c, max_iters))
         return c
 
-    zero = jnp.zeros((), jnp.int32)
-    c0 = _Carry(
-        s=s,
-        phase_start=zero,
-        phase_len=jnp.asarray(polish_opts.min_phase, jnp.int32),
-        best_objective=s.objective,
-        best_gap=s.gap,
-        window_start=zero,
-        window_objective=s.objective,
-        window_gap=s.gap,
-    )
-    out = lax.while_loop(lambda c: running(c.s), outer_body, c0).s
-    out = out._replace(status=jnp.where(out.status == RUNNING, Status.MAX_ITERS, out.status).astype(jnp.int32))
-    if monitor is not None:
-        report(out, status=out.status)
-    return out
+    phases = dict(pause=ready, between=between) if polish else {}
+    return iterate(step, c0, max_iters, finite=lambda c: is_finite(c.fista), report=report, **phases)
 
 
-def gated_program(
-    X, Y, masks, lam, W0, tol, max_iters, loss, polish, rows=None, N=None, monitor=None, rescale_x=True
-) -> Solution:
-    """The gated solve on canonical inputs as a `Solution`; with `rows`, on one shard of row-sharded data.
+class GatedStatic(NamedTuple):
+    """The static settings of one gated solve (hashable: they select the traced program)."""
 
-    The solver runs on the problem brought to unit scale (`convexnn._units`); what it returns is in the
-    user's units.
-    """
-    N = loss.normaliser(Y) if N is None else N
-    units = units_of(X, Y, loss, N, rows, rescale_x)
-    Xs, Ys = units.data(X, Y)
-    obj = GatedObjective(X=Xs, masks=masks, y=Ys, loss=loss, N=N, rows=rows)
-    # `polish` is a bool, or the PolishOptions to polish with (see LOCKSTEP_POLISH).
-    opts = polish if isinstance(polish, PolishOptions) else PolishOptions()
-    s = solve_composite(
-        obj,
+    loss: _losses.Loss
+    polish: bool
+    options: GatedOptions
+    monitor: progress.Monitor | None
+    rescale_x: bool = True
+
+
+def gated_program(problem: Problem, lam, W0, tol, max_iters, static: GatedStatic, state=None) -> Solution:
+    """The gated solve of `problem` as a `Solution`, run at unit scale (`convexnn._units`), returned in the
+    user's units; its `state` (the loop carry, in the solver's units) resumes it."""
+    problem, units = problem.in_units()
+    out = solve_composite(
+        GatedObjective(problem=problem),
         units.lam_in(lam),
         units.weights_in(W0),
         tol,
         max_iters,
-        polish=bool(polish),
-        polish_opts=opts,
-        monitor=monitor,
+        polish=static.polish,
+        options=static.options,
+        monitor=static.monitor,
         units=units,
+        state=state,
     )
-    W, objective, gap = units.weights_out(s.W), units.objective_out(s.objective), units.objective_out(s.gap)
+    W, objective, gap = units.weights_out(out.W), units.objective_out(out.objective), units.objective_out(out.gap)
     return Solution(
         weights=W,
         objective=objective,
         gap=gap,
-        violation=jnp.zeros((), X.dtype),
-        iterations=s.iterations,
-        status=units.status_out(s.status, objective, gap, W),
+        violation=jnp.zeros((), W.dtype),
+        iterations=out.iterations,
+        status=units.status_out(out.status, objective, gap, W),
         lam=lam,
+        state=out,
     )
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(7, 8, 9, 10))
-def gated_core(X, Y, masks, lam, W0, tol, max_iters, loss, polish, monitor=None, rescale_x=True) -> Solution:
+def _problem(X, Y, masks, static: GatedStatic) -> Problem:
+    return Problem(X=X, masks=masks, y=Y, loss=static.loss, N=static.loss.normaliser(Y), rescale_x=static.rescale_x)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(7,))
+def gated_core(X, Y, masks, lam, W0, tol, max_iters, static: GatedStatic, state) -> Solution:
     """The gated solve on canonical inputs (X (n, d), Y (n, c), bool masks, scalar arrays), un-jitted.
 
     Differentiable in X, Y and λ by implicit differentiation of the optimality conditions
     (`convexnn.solvers.implicit`); the loop itself is never differentiated.
     """
-    return gated_program(X, Y, masks, lam, W0, tol, max_iters, loss, polish, monitor=monitor, rescale_x=rescale_x)
+    return gated_program(_problem(X, Y, masks, static), lam, W0, tol, max_iters, static, state)
 
 
-def _gated_core_fwd(X, Y, masks, lam, W0, tol, max_iters, loss, polish, monitor=None, rescale_x=True):
-    sol = gated_program(X, Y, masks, lam, W0, tol, max_iters, loss, polish, monitor=monitor, rescale_x=rescale_x)
+def _gated_core_fwd(X, Y, masks, lam, W0, tol, max_iters, static, state):
+    sol = gated_program(_problem(X, Y, masks, static), lam, W0, tol, max_iters, static, state)
     return sol, (X, Y, masks, lam, sol.weights)
 
 
-def _gated_core_bwd(loss, polish, monitor, rescale_x, residuals, ct: Solution):
+def _gated_core_bwd(static: GatedStatic, residuals, ct: Solution):
     X, Y, masks, lam, W = residuals
-    X_bar, Y_bar, lam_bar = gated_solution_vjp(X, Y, masks, lam, W, loss, ct.weights, ct.objective)
-    return X_bar, Y_bar, None, lam_bar + ct.lam, None, None, None
+    X_bar, Y_bar, lam_bar = gated_solution_vjp(X, Y, masks, lam, W, static.loss, ct.weights, ct.objective)
+    return X_bar, Y_bar, None, lam_bar + ct.lam, None, None, None, None
 
 
 gated_core.defvjp(_gated_core_fwd, _gated_core_bwd)
+
+
 _solve_gated_jit = eqx.filter_jit(gated_core)
 
 
-def gated_sharded(data: RowSharded, lam, W0, tol, max_iters, loss, polish, monitor=None) -> Solution:
+def gated_on_shards(data: RowSharded, lam, W0, tol, max_iters, static: GatedStatic) -> Solution:
     """The gated solve on row-sharded data, one `shard_map` program (jit it; not differentiable)."""
-    N = data.normaliser(loss)
-    monitor = progress.on_mesh(monitor, data.mesh)
+    static = static._replace(monitor=progress.on_mesh(static.monitor, data.mesh))
 
-    def local(X, Y, masks, rows, lam, W0, tol, max_iters):
-        return gated_program(
-            X,
-            Y,
-            masks,
-            lam,
-            W0,
-            tol,
-            max_iters,
-            loss,
-            polish,
-            rows=rows,
-            N=N,
-            monitor=monitor,
-            rescale_x=data.rescale_x,
-        )
+    def local(problem, lam, W0, tol, max_iters):
+        return dataclasses.replace(gated_program(problem, lam, W0, tol, max_iters, static), state=None)
 
-    return run_sharded(local, data, lam, W0, tol, max_iters)
+    return on_shards(local, data, static.loss, lam, W0, tol, max_iters)
 
 
-_solve_gated_sharded_jit = eqx.filter_jit(not_differentiable(gated_sharded, 5, "solve_gated on row-sharded data"))
+_solve_gated_sharded_jit = eqx.filter_jit(not_differentiable(gated_on_shards, 5, "solve_gated on row-sharded data"))
 
 
 def solve_gated(
@@ -297,8 +300,9 @@ def solve_gated(
     loss: str | _losses.Loss = "squared",
     tol: ArrayLike | None = None,
     max_iters: ArrayLike | None = None,
-    init: ArrayLike | None = None,
+    init: ArrayLike | Solution | None = None,
     polish: bool = True,
+    options: GatedOptions | None = None,
     verbose: bool | int = False,
     callback: progress.Callback | None = None,
 ) -> Solution:
@@ -331,8 +335,11 @@ def solve_gated(
             every result, does not depend on the units of X, y and λ.
         max_iters: iteration budget (None: 10 000), counting R-FISTA steps and Newton–CG steps alike (each
             costs one product with X and one with Xᵀ; a Newton step's gradient counts as one more).
-        init: initial weights, shaped like the solution's weights (default zero).
+        init: initial weights, shaped like the solution's weights (default zero); or a `Solution` of
+            `solve_gated` on the same data, λ and settings, to resume it: the loop goes on from its exact
+            state (momentum, step size, polish phase), and `max_iters` counts from the first solve's start.
         polish: use the active-set Newton polish (turn off for plain R-FISTA).
+        options: a `GatedOptions` (line search, polish, stall rule); None: the defaults.
         verbose: print progress from inside the compiled loop every `verbose` iterations (True: every 100)
             and once at the end; off (False) by default. Static: changing it recompiles, never the result.
         callback: a function of one `convexnn.progress.Progress` (iteration, objective, gap, step size, λ,
@@ -347,25 +354,29 @@ def solve_gated(
     """
     loss = _losses.get_loss(loss)
     monitor = progress.monitor(verbose, callback, "gated")
-    if lam is None:
-        raise ValueError("lam must be given: solve_gated(X, y, masks, lam) or solve_gated(data, lam=...)")
-    X, Y, masks, (P, d, c), squeeze, dtype, rescale_x = check_problem(X, y, masks, loss)
-    lam = _validate.check_lam(lam, dtype)
-    tol = _validate.check_positive("tol", _validate.DEFAULT_TOL if tol is None else tol, dtype)
-    max_iters = _validate.check_positive("max_iters", 10_000 if max_iters is None else max_iters, dtype, integer=True)
-    if init is None:
-        W0 = jnp.zeros((P, d, c), dtype)
+    options = check_options(options, GatedOptions)
+    p = prepare(
+        "solve_gated", X, y, masks, loss, lam=lam, tol=tol, max_iters=max_iters, default_max_iters=10_000, init=init
+    )
+    static = GatedStatic(loss, bool(polish), options, monitor, p.rescale_x)
+    if isinstance(p.X, RowSharded):
+        sol = _solve_gated_sharded_jit(p.X, *p.replicated(p.lam, p.W0, p.tol, p.max_iters), static)
     else:
-        W0 = _validate.check_init(init, P, d, c, squeeze, dtype)
-    if isinstance(X, RowSharded):
-        args = replicate(X, (lam, W0, tol, max_iters))
-        sol = _solve_gated_sharded_jit(X, *args, loss, polish, monitor)
-    else:
-        sol = _solve_gated_jit(X, Y, masks, lam, W0, tol, max_iters, loss, polish, monitor, rescale_x)
+        state = _resume_state(p.resume, p.W0)
+        sol = _solve_gated_jit(p.X, p.Y, p.masks, p.lam, p.W0, p.tol, p.max_iters, static, state)
         # The patterns travel with the solution (the same buffer, no copy outside jit), so that
         # `cone_decompose(solution, X)` knows them.
-        sol = eqx.tree_at(lambda s: s.stats, sol, {**sol.stats, "masks": masks})
+        sol = eqx.tree_at(lambda s: s.stats, sol, {**sol.stats, "masks": p.masks})
     progress.flush(monitor, sol)
-    if squeeze:
+    if p.squeeze:
         sol = eqx.tree_at(lambda s: s.weights, sol, sol.weights[..., 0])
     return sol
+
+
+def _resume_state(state, W0: Array) -> GatedState | None:
+    """A `Solution`'s solver state, when it can resume this solve (same shapes and dtype), else a ValueError."""
+    if state is None:
+        return None
+    if not isinstance(state, GatedState) or state.W.shape != W0.shape or state.W.dtype != W0.dtype:
+        raise ValueError("init must be a Solution of solve_gated with these shapes and dtype to resume it")
+    return state

@@ -18,7 +18,10 @@ import jax.numpy as jnp
 from jaxtyping import Array, Scalar
 
 from .. import prox
-from .newton import NewtonOptions, kernel_is_worth_it, pcg, restricted_newton_system
+from ..linalg import pcg
+from ..options import NewtonOptions
+from ..problem import Problem
+from .newton import kernel_is_worth_it, restricted_newton_system
 from .objectives import GatedObjective
 
 __all__ = ["gated_solution_vjp"]
@@ -44,14 +47,14 @@ def gated_solution_vjp(
     zero = jnp.zeros((), W.dtype)
 
     def objective_at(X_, Y_, lam_):
-        obj = GatedObjective(X=X_, masks=masks, y=Y_, loss=loss, N=N)
+        obj = GatedObjective(problem=Problem(X=X_, masks=masks, y=Y_, loss=loss, N=N))
         return obj.value(obj.apply(W)) + lam_ * prox.group_l1(W)
 
     def residual(X_, Y_, lam_):
-        obj = GatedObjective(X=X_, masks=masks, y=Y_, loss=loss, N=N)
+        obj = GatedObjective(problem=Problem(X=X_, masks=masks, y=Y_, loss=loss, N=N))
         return restricted_newton_system(obj, lam_, W, obj.apply(W), active, False)[0]
 
-    obj = GatedObjective(X=X, masks=masks, y=Y, loss=loss, N=N)
+    obj = GatedObjective(problem=Problem(X=X, masks=masks, y=Y, loss=loss, N=N))
     use_kernel = kernel_is_worth_it(obj, W, NewtonOptions())
     _, hess, precondition, _, _ = restricted_newton_system(obj, lam, W, obj.apply(W), active, use_kernel)
     rhs = jnp.where(mask, W_bar, zero)

@@ -20,9 +20,7 @@ Woodbury when n·c is small (see `GatedObjective.newton_preconditioner`); otherw
 unpreconditioned. Each Newton step ends with an Armijo backtracking line search on φ. Whether S was
 right is the caller's business: it measures the full duality gap at the result.
 
-The CG here is hand-written rather than lineax's because a truncated Newton solve needs a residual test in
-the 2-norm relative to ‖∇φ‖ (lineax's is element-wise), a guard against non-positive curvature, and
-the iteration count.
+Each polish is a loop of Newton steps run by the solvers' one driver (`_loop.iterate`); CG is `linalg.pcg`.
 """
 
 from __future__ import annotations
@@ -36,70 +34,17 @@ from jax import lax
 from jaxtyping import Array, Bool, Float, Int, PyTree, Scalar
 
 from .. import prox
+from ..linalg import pcg
+from ..options import NewtonOptions
+from ..solution import RUNNING, Status
+from ._loop import iterate
 from .objectives import CompositeSmooth
 
-__all__ = ["NewtonOptions", "newton_polish", "pcg", "restricted_newton_system", "kernel_is_worth_it"]
-
-
-class NewtonOptions(NamedTuple):
-    newton_steps: int = 10  # Newton steps per polish at most
-    cg_steps: int = 100  # CG iterations per Newton step at most
-    cg_rtol: float = 0.3  # forcing term: stop CG at ‖r‖ ≤ min(cg_rtol, ‖∇φ‖/‖∇φ₀‖)·‖∇φ‖ (inexact Newton)
-    cg_rtol_kernel: float = 1e-3  # the same with the sample-space preconditioner: its CG steps are cheap,
-    # its Newton steps (a factorization each) are not, so fewer, more exact steps win
-    armijo: float = 1e-4
-    max_halvings: int = 12  # a step this short means S is wrong: hand back to proximal gradient
-    kernel_cg_steps: float = 32.0  # use the sample-space preconditioner when building it costs at most this
-    # many CG steps in flops: (n²P + n³/3) ≤ kernel_cg_steps · 4ndP (its kernel and Cholesky vs one K and Kᵀ)
-    rebuild_preconditioner: bool = True  # per Newton step; False: once per polish, from its starting point
-    # (a stale preconditioner is still a preconditioner: CG stays exact, only its step count can grow)
+__all__ = ["newton_polish", "restricted_newton_system", "kernel_is_worth_it"]
 
 
 def _vdot(a: Array, b: Array) -> Scalar:
     return jnp.sum(a * b)
-
-
-def pcg(
-    matvec: Callable[[Array], Array],
-    b: Array,
-    rtol: Scalar | float,
-    max_steps: int | Int[Array, ""],
-    precondition: Callable[[Array], Array] | None = None,
-) -> tuple[Array, Int[Array, ""]]:
-    """Approximately solve H x = b (H positive semi-definite) by preconditioned CG from x = 0.
-
-    Stops when ‖r‖ ≤ rtol ‖b‖, after `max_steps` iterations, or at non-positive curvature (returning the
-    iterate so far, which is a descent direction for the quadratic model unless it is still zero).
-
-    Returns:
-        (x, iterations).
-    """
-    M = precondition if precondition is not None else (lambda r: r)
-    tiny = jnp.finfo(b.dtype).tiny
-    bb = _vdot(b, b)
-    target = (rtol * rtol) * bb
-    z = M(b)
-
-    def cond(c):
-        _, r, _, _, k, ok = c
-        return ok & (_vdot(r, r) > target) & (k < max_steps)
-
-    def body(c):
-        x, r, p, rz, k, _ = c
-        Hp = matvec(p)
-        pHp = _vdot(p, Hp)
-        ok = pHp > tiny
-        alpha = jnp.where(ok, rz / jnp.where(ok, pHp, 1), 0)
-        x = x + alpha * p
-        r = r - alpha * Hp
-        z = M(r)
-        rz_new = _vdot(r, z)
-        p = z + (rz_new / jnp.maximum(rz, tiny)) * p
-        return x, r, p, jnp.where(ok, rz_new, rz), k + 1, ok
-
-    init = (jnp.zeros_like(b), b, z, _vdot(b, z), jnp.zeros((), jnp.int32), bb > 0)
-    x, _, _, _, k, _ = lax.while_loop(cond, body, init)
-    return x, k
 
 
 def kernel_is_worth_it(obj: CompositeSmooth, W: Array, opts: NewtonOptions) -> bool:
@@ -158,9 +103,67 @@ class _NewtonCarry(NamedTuple):
     phi: Scalar
     grad_norm0: Scalar
     steps: Int[Array, ""]
-    cost: Int[Array, ""]
+    iterations: Int[Array, ""]  # spent: 1 + CG iterations per Newton step
     flat: Int[Array, ""]  # consecutive steps that lowered φ by no more than its rounding
-    going: Bool[Array, ""]
+    status: Int[Array, ""]  # RUNNING until a step says stop (then CONVERGED: the polish has done its part)
+
+
+def _newton_direction(obj, lam, c: _NewtonCarry, opts: NewtonOptions, budget, tol, use_kernel, precondition0):
+    """(∇φ, ‖∇φ‖, the restarted ‖∇φ₀‖, the PCG direction, its slope, CG steps, whether W is certified)."""
+    dtype = c.W.dtype
+    g, hess, precondition, grad, Ktg = restricted_newton_system(
+        obj, lam, c.W, c.img, c.mask[:, 0, :], use_kernel and precondition0 is None
+    )
+    if precondition0 is not None:
+        precondition = precondition0
+    gnorm = jnp.sqrt(_vdot(g, g))
+    certified = obj.gap(lam, c.W, c.img, grad, Ktg) <= tol * jnp.maximum(1, jnp.abs(c.phi))
+    grad_norm0 = jnp.where(c.steps == 0, gnorm, c.grad_norm0)
+    forcing = opts.cg_rtol_kernel if use_kernel else opts.cg_rtol
+    rtol = jnp.minimum(forcing, gnorm / jnp.maximum(grad_norm0, jnp.finfo(dtype).tiny))
+    cg_budget = jnp.where(certified, 0, jnp.minimum(opts.cg_steps, budget - c.iterations - 1))
+    direction, k = pcg(hess, -g, rtol, cg_budget, precondition)
+    slope = _vdot(g, direction)  # < 0 for a descent direction
+    direction = jnp.where(slope < 0, direction, -g)
+    slope = jnp.where(slope < 0, slope, -gnorm * gnorm)
+    return g, gnorm, grad_norm0, direction, slope, k, certified
+
+
+def _line_search(obj, lam, c: _NewtonCarry, direction, slope, opts: NewtonOptions):
+    """Armijo backtracking along a path that sets to zero the groups a step would turn past the origin.
+
+    Returns (W, mask, image, φ, halvings) at the accepted step."""
+    dtype = c.W.dtype
+    zero = jnp.zeros((), dtype)
+    # Near the optimum φ changes by less than its rounding while ∇φ (what the certificate needs) still
+    # falls: the Armijo test allows rounding-level increases.
+    rounding = 4 * jnp.finfo(dtype).eps * jnp.abs(c.phi)
+
+    # A group that the step would turn past the origin wants to be zero; the smooth model cannot say so
+    # (‖·‖ is not smooth there), so the search path bends: such groups are set to zero.
+    def trial(alpha):
+        W_try = c.W + alpha * direction
+        keep = c.mask & (jnp.sum(W_try * c.W, axis=1, keepdims=True) > 0)
+        W_try = jnp.where(keep, W_try, zero)
+        img_try = obj.apply(W_try)
+        return W_try, keep, img_try, _phi(obj, lam, W_try, img_try)
+
+    def ls_cond(lc):
+        alpha, _, _, _, val, h = lc
+        return (val > c.phi + opts.armijo * alpha * slope + rounding) & (h < opts.max_halvings)
+
+    def ls_body(lc):
+        alpha, _, _, _, _, h = lc
+        alpha = alpha / 2
+        return alpha, *trial(alpha), h + 1
+
+    one = jnp.ones((), dtype)
+    _, W_new, keep, img_new, val, h = lax.while_loop(ls_cond, ls_body, (one, *trial(one), jnp.zeros((), jnp.int32)))
+    return W_new, keep, img_new, val, h
+
+
+def _phi(obj, lam, W, img):
+    return obj.value(img) + lam * prox.group_l1(W)
 
 
 def newton_polish(
@@ -184,91 +187,47 @@ def newton_polish(
     """
     dtype = W.dtype
     eps = jnp.finfo(dtype).eps
-    zero = jnp.zeros((), dtype)
-    W = jnp.where(active[:, None, :], W, zero)
+    W = jnp.where(active[:, None, :], W, jnp.zeros((), dtype))
     use_kernel = kernel_is_worth_it(obj, W, opts)
-    build_once = use_kernel and not opts.rebuild_preconditioner
+    img0 = obj.apply(W)
+    precondition0 = None
+    if use_kernel and not opts.rebuild_preconditioner:
+        precondition0 = obj.newton_preconditioner(img0, _preconditioner_weights(lam, prox.group_norms(W), active))
 
-    def phi(W_, img_):
-        return obj.value(img_) + lam * prox.group_l1(W_)
-
-    def body(c: _NewtonCarry) -> _NewtonCarry:
-        mask = c.mask
-        g, hess, precondition, grad, Ktg = restricted_newton_system(
-            obj, lam, c.W, c.img, mask[:, 0, :], use_kernel and not build_once
+    def step(c: _NewtonCarry) -> _NewtonCarry:
+        g, gnorm, grad_norm0, direction, slope, k, certified = _newton_direction(
+            obj, lam, c, opts, budget, tol, use_kernel, precondition0
         )
-        if build_once:
-            precondition = precondition0
-        gnorm = jnp.sqrt(_vdot(g, g))
-        certified = obj.gap(lam, c.W, c.img, grad, Ktg) <= tol * jnp.maximum(1, jnp.abs(c.phi))
-
-        grad_norm0 = jnp.where(c.steps == 0, gnorm, c.grad_norm0)
-        forcing = opts.cg_rtol_kernel if use_kernel else opts.cg_rtol
-        rtol = jnp.minimum(forcing, gnorm / jnp.maximum(grad_norm0, jnp.finfo(dtype).tiny))
-        cg_budget = jnp.where(certified, 0, jnp.minimum(opts.cg_steps, budget - c.cost - 1))
-        direction, k = pcg(hess, -g, rtol, cg_budget, precondition)
-        slope = _vdot(g, direction)  # < 0 for a descent direction
-        direction = jnp.where(slope < 0, direction, -g)
-        slope = jnp.where(slope < 0, slope, -gnorm * gnorm)
-
-        # A group that the step would turn past the origin wants to be zero; the smooth model cannot say
-        # so (‖·‖ is not smooth there), so the search path bends: such groups are set to zero.
-        def trial(alpha):
-            W_try = c.W + alpha * direction
-            keep = mask & (jnp.sum(W_try * c.W, axis=1, keepdims=True) > 0)
-            W_try = jnp.where(keep, W_try, zero)
-            img_try = obj.apply(W_try)
-            return W_try, keep, img_try, phi(W_try, img_try)
-
-        # Near the optimum φ changes by less than its rounding while ∇φ (what the certificate needs) still
-        # falls: the Armijo test allows rounding-level increases, and `flat` counts such steps.
+        W_new, keep, img_new, val, h = _line_search(obj, lam, c, direction, slope, opts)
         rounding = 4 * eps * jnp.abs(c.phi)
-
-        def ls_cond(lc):
-            alpha, _, _, _, val, h = lc
-            return (val > c.phi + opts.armijo * alpha * slope + rounding) & (h < opts.max_halvings)
-
-        def ls_body(lc):
-            alpha, _, _, _, _, h = lc
-            alpha = alpha / 2
-            return alpha, *trial(alpha), h + 1
-
-        alpha, W_new, keep, img_new, val, h = lax.while_loop(
-            ls_cond, ls_body, (jnp.ones((), dtype), *trial(jnp.ones((), dtype)), jnp.zeros((), jnp.int32))
-        )
         improved = (val <= c.phi + rounding) & jnp.isfinite(val)
         flat = jnp.where(val < c.phi, 0, c.flat + 1)
         # ‖∇φ‖ at rounding level: every group's gradient is a sum of terms of size ~λ.
-        g_floor = 16 * eps * jnp.maximum(lam, jnp.finfo(dtype).tiny) * jnp.sqrt(jnp.sum(mask).astype(dtype) + 1)
+        g_floor = 16 * eps * jnp.maximum(lam, jnp.finfo(dtype).tiny) * jnp.sqrt(jnp.sum(c.mask).astype(dtype) + 1)
+        going = improved & (h < opts.max_halvings) & (flat < 2) & (gnorm > g_floor) & ~certified
+        steps = c.steps + 1
         return _NewtonCarry(
             W=jnp.where(improved, W_new, c.W),
-            mask=jnp.where(improved, keep, mask),
+            mask=jnp.where(improved, keep, c.mask),
             img=jax.tree.map(lambda x, y: jnp.where(improved, x, y), img_new, c.img),
             phi=jnp.where(improved, val, c.phi),
             grad_norm0=grad_norm0,
-            steps=c.steps + 1,
-            cost=c.cost + 1 + k,
+            steps=steps,
+            iterations=c.iterations + 1 + k,
             flat=flat,
-            going=improved & (h < opts.max_halvings) & (flat < 2) & (gnorm > g_floor) & ~certified,
+            status=jnp.where(going & (steps < opts.newton_steps), RUNNING, Status.CONVERGED).astype(jnp.int32),
         )
 
-    def cond(c: _NewtonCarry):
-        return c.going & (c.steps < opts.newton_steps) & (c.cost < budget)
-
-    img0 = obj.apply(W)
-    precondition0 = None
-    if build_once:
-        precondition0 = obj.newton_preconditioner(img0, _preconditioner_weights(lam, prox.group_norms(W), active))
     init = _NewtonCarry(
         W=W,
         mask=active[:, None, :],
         img=img0,
-        phi=phi(W, img0),
+        phi=_phi(obj, lam, W, img0),
         grad_norm0=jnp.ones((), dtype),
         steps=jnp.zeros((), jnp.int32),
-        cost=jnp.zeros((), jnp.int32),
+        iterations=jnp.zeros((), jnp.int32),
         flat=jnp.zeros((), jnp.int32),
-        going=jnp.asarray(True),
+        status=jnp.asarray(RUNNING if opts.newton_steps > 0 else Status.CONVERGED, jnp.int32),
     )
-    out = lax.while_loop(cond, body, init)
-    return out.W, out.cost
+    out = iterate(step, init, budget)
+    return out.W, out.iterations

@@ -3,9 +3,9 @@
 The solvers never touch X directly: they ask an objective for the linear image K W (one GEMM), the
 adjoint Kᵀ g (one GEMM) and the outer function F on the image. Because K is linear, images of
 extrapolated points are combinations of images already computed, so an accelerated iteration needs one
-K and one Kᵀ. The same solvers serve the gated program (K = A, F = the loss) and, later, augmented
-Lagrangian subproblems and row-sharded data, which only change the objective: with a `Rows`, the
-adjoint adds its (P, d, c) block over the shards (one psum) and every sum over rows adds the shards' sums.
+K and one Kᵀ. The same solvers serve the gated program (K = A, F = the loss) and the exact ReLU
+program's augmented Lagrangian subproblems (K = (z, R), F = the loss plus the penalty); both read their data
+from a `Problem`, so row-sharded data (whose maps add every shard's) and other operators change nothing here.
 """
 
 from __future__ import annotations
@@ -16,13 +16,13 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.scipy.linalg
-from jaxtyping import Array, Bool, Float, PyTree, Scalar
+from jaxtyping import Array, Float, PyTree, Scalar
 
-from .. import certificates, operators
-from .. import losses as _losses
-from .._rows import Rows, loss_kwargs, row_sum, row_total
+from .. import certificates, linalg, operators
+from .._rows import row_total
+from ..problem import Problem
 
-__all__ = ["CompositeSmooth", "GatedObjective"]
+__all__ = ["CompositeSmooth", "GatedObjective", "AugmentedLagrangianObjective"]
 
 Image = PyTree[Float[Array, "..."]]
 
@@ -73,50 +73,41 @@ class CompositeSmooth(eqx.Module):
 
 
 class GatedObjective(CompositeSmooth):
-    """F(A W) = L(Σ_i D_i X w_i, y): the smooth part of the gated ReLU program.
+    """F(A W) = L(Σ_i D_i X w_i, y): the smooth part of the gated ReLU program on `problem`."""
 
-    Attributes:
-        X: data (n, d); masks: (n, P) bool; y: targets (n, c) in X's dtype.
-        loss: the loss (static); N: the loss normaliser (static; set from the global shape).
-        rows: for one shard of row-sharded data, its real rows and the mesh axis (None: all rows, one device).
-    """
-
-    X: Float[Array, "n d"]
-    masks: Bool[Array, "n p"]
-    y: Float[Array, "n c"]
-    loss: _losses.Loss = eqx.field(static=True)
-    N: int = eqx.field(static=True)
-    rows: Rows | None = None
+    problem: Problem
 
     def apply(self, W):
-        return operators.gated_forward(self.X, self.masks, W)
+        return self.problem.forward(W)
 
     def transpose(self, g):
-        return row_total(operators.gated_adjoint(self.X, self.masks, g), self.rows)
+        return self.problem.adjoint(g)
 
     def value(self, img):
-        return self.loss.value(img, self.y, self.N, **loss_kwargs(self.rows))
+        return self.problem.loss_value(img)
 
     def grad(self, img):
-        return self.loss.grad(img, self.y, self.N)
+        return self.problem.loss_grad(img)
 
     def bregman(self, img1, img0):
-        return self.loss.bregman(img1, img0, self.y, self.N, **loss_kwargs(self.rows))
+        return self.problem.loss_bregman(img1, img0)
 
     def hvp(self, img, dimg):
-        return self.loss.hvp(img, dimg, self.y, self.N)
+        return self.problem.loss_hvp(img, dimg)
 
     def image_vdot(self, a, b):
-        return super().image_vdot(a, b) if self.rows is None else row_sum(a * b, self.rows)
+        return super().image_vdot(a, b) if self.problem.rows is None else self.problem.row_sum(a * b)
 
     def gap(self, lam, W, img, g, Ktg):
-        return certificates.duality_gap(self.loss, self.y, self.N, lam, W, img, g, Ktg, self.rows)
+        p = self.problem
+        return certificates.duality_gap(p.loss, p.y, p.N, lam, W, img, g, Ktg, p.rows)
 
     def newton_preconditioner_pays(self, W, kernel_cg_steps):
-        if self.rows is not None and self.rows.sharded:
+        p = self.problem
+        if p.rows is not None and p.rows.sharded:
             return False  # the sample-space kernel is n×n: it would gather every row onto every device
-        n, c = self.y.shape
-        P, d = self.masks.shape[1], self.X.shape[1]
+        n, c = p.y.shape
+        P, d = p.masks.shape[1], p.X.shape[1]
         return n * n * P + n**3 / 3 <= kernel_cg_steps * 4 * n * d * P
 
     def newton_preconditioner(self, img, a):
@@ -134,15 +125,16 @@ class GatedObjective(CompositeSmooth):
         float64 whenever JAX has float64 enabled (`jax_enable_x64`), whatever the data's dtype: n×n work,
         small next to the CG iterations it saves.
         """
-        n, c = self.y.shape
-        dtype = self.X.dtype
+        p = self.problem
+        n, c = p.y.shape
+        dtype = p.X.dtype
         work = jnp.float64 if jax.config.jax_enable_x64 else dtype
-        X = self.X.astype(work)
-        M = self.masks.astype(work)
+        X = p.X.astype(work)
+        M = p.masks.astype(work)
         a = a.astype(work)
         XX = jnp.matmul(X, X.T, precision=operators.PRECISION)
         T = XX[None] * jnp.einsum("np,pc,mp->cnm", M, a, M, precision=operators.PRECISION)
-        f = jnp.sqrt(self.loss.hessian_diagonal(img, self.y, self.N)).T.astype(work)  # (c, n)
+        f = jnp.sqrt(p.hessian_diagonal(img)).T.astype(work)  # (c, n)
         L = jnp.linalg.cholesky(jnp.eye(n, dtype=work)[None] + f[:, :, None] * T * f[:, None, :])
         cho = jax.vmap(lambda Lk, tk: jax.scipy.linalg.cho_solve((Lk, True), tk))
         active = (a > 0)[:, None, :]
@@ -150,8 +142,101 @@ class GatedObjective(CompositeSmooth):
 
         def apply(v):
             av = a3 * v.astype(work)
-            q = f * cho(L, f * operators.gated_forward(X, self.masks, av).T)  # (c, n)
-            out = av - a3 * operators.gated_adjoint(X, self.masks, q.T)
+            q = f * cho(L, f * operators.gated_forward(X, p.masks, av).T)  # (c, n)
+            out = av - a3 * operators.gated_adjoint(X, p.masks, q.T)
             return jnp.where(active, out, v.astype(work)).astype(dtype)
 
         return apply
+
+
+class AugmentedLagrangianObjective(CompositeSmooth):
+    """F(K W) = L(z) + (ρ/2) ‖(Γ/ρ − R)₊‖²: the smooth part of the AL subproblem in W = [U; V].
+
+    Its minimiser (with the group penalty) for fixed multipliers Γ ≥ 0 and penalty ρ is one AL step.
+    """
+
+    problem: Problem
+    gamma: Float[Array, "n c q"]
+    rho: Scalar
+
+    def apply(self, W):
+        return self.problem.split(self.problem.products(W))
+
+    def transpose(self, g):
+        gz, gR = g
+        return self.problem.pullback(gz, gR)
+
+    def _slack(self, R):
+        return self.gamma / self.rho - R
+
+    def value(self, img):
+        z, R = img
+        t = jnp.maximum(self._slack(R), 0)
+        return self.problem.loss_value(z) + 0.5 * self.rho * self.problem.row_sum(t * t)
+
+    def grad(self, img):
+        z, R = img
+        return self.problem.loss_grad(z), -self.rho * jnp.maximum(self._slack(R), 0)
+
+    def bregman(self, img1, img0):
+        (z1, R1), (z0, R0) = img1, img0
+        t1, t0 = self._slack(R1), self._slack(R0)
+        # (ρ/2)[(t1)₊² − (t0)₊² − 2 (t0)₊ (t1 − t0)] ≥ 0, entry by entry.
+        p1, p0 = jnp.maximum(t1, 0), jnp.maximum(t0, 0)
+        hinge = 0.5 * self.rho * self.problem.row_sum(jnp.maximum(p1 * p1 - p0 * p0 - 2 * p0 * (t1 - t0), 0))
+        return self.problem.loss_bregman(z1, z0) + hinge
+
+    def hvp(self, img, dimg):
+        (z, R), (dz, dR) = img, dimg
+        active = self._slack(R) > 0
+        return self.problem.loss_hvp(z, dz), jnp.where(active, self.rho * dR, 0)
+
+    def image_vdot(self, a, b):
+        if self.problem.rows is None:
+            return super().image_vdot(a, b)
+        return sum(self.problem.row_sum(u * v) for u, v in zip(a, b, strict=True))
+
+    def newton_preconditioner_pays(self, W, kernel_cg_steps):
+        return True  # d×d blocks: cheap next to the CG iterations they save
+
+    def newton_preconditioner(self, img, a):
+        """Block Jacobi: per group (block q, output k) the d×d matrix
+
+            ρ Xᵀ diag(1[hinge active]) X + Xᵀ D_q diag(h_k) D_q X + (1/a) I,
+
+        the penalty's exact (block-diagonal) Hessian plus the diagonal blocks of the loss's and the
+        isotropic majorant of the norm's. The penalty dominates as ρ grows, which is when CG needs help.
+        On row-sharded data the (q, c, d, d) blocks are added over the shards: one psum per Newton step.
+        """
+        z, R = img
+        p = self.problem
+        X = p.X
+        dtype = X.dtype
+        m = p.masks.astype(dtype)
+        m2 = jnp.concatenate([m, m], axis=1)  # (n, q)
+        h = p.hessian_diagonal(z)  # (n, c)
+        active = (self._slack(R) > 0).astype(dtype)  # (n, c, q)
+        weight = self.rho * active + m2[:, None, :] * h[:, :, None]  # (n, c, q)
+        B = row_blocks(weight, X, p.rows)
+        on = a > 0
+        inv_a = jnp.where(on, 1 / jnp.where(on, a, 1), 1)
+        B = B + inv_a[:, :, None, None] * jnp.eye(X.shape[1], dtype=dtype)[None, None]
+        return linalg.block_jacobi(B, on)
+
+    def gap(self, lam, W, img, g, Ktg):
+        """The subproblem's own duality gap (the penalty's conjugate is ⟨θ, Γ/ρ⟩ + ‖θ‖²/(2ρ), θ ≤ 0)."""
+        (z, R), (gz, gR) = img, g
+        s = certificates.dual_scale(Ktg, lam)
+        p = self.problem
+        fy = p.fenchel_young_gap(z, s * gz)
+        t = self._slack(R)
+        theta = s * gR  # ≤ 0
+        fy_pen = p.row_sum(jnp.square(self.rho * jnp.maximum(t, 0) + theta)) / (2 * self.rho) + p.row_sum(
+            theta * jnp.minimum(t, 0)
+        )
+        return fy + fy_pen + certificates.penalty_gap(lam, W, Ktg, s)
+
+
+def row_blocks(weight: Float[Array, "n c q"], X: Float[Array, "n d"], rows) -> Float[Array, "q c d d"]:
+    """Σ_j weight_jkq x_j x_jᵀ for every block (q, k), added over the shards: d×d blocks of KᵀWK."""
+    return row_total(jnp.einsum("ncq,nd,ne->qcde", weight, X, X, precision=operators.PRECISION), rows)

@@ -9,23 +9,23 @@ min L(relu(X W1) w2, y) + (λ/2)(‖W1‖² + ‖w2‖²) over networks whose ne
 
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
+from typing import Any, NamedTuple
 
 import equinox as eqx
-import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from .. import _validate, progress
 from .. import losses as _losses
-from .._units import units_of
-from ..sharding import RowSharded, check_problem, replicate, run_sharded
+from .. import progress
+from ..options import ADMMOptions, ALOptions, check_options
+from ..problem import Problem, on_shards, prepare, unstack
+from ..sharding import RowSharded
 from ..solution import Solution
 from ._nondiff import not_differentiable
-from .admm import solve_relu_admm
-from .augmented_lagrangian import solve_relu_al
-from .relu_objectives import ReluData, stack, unstack
+from .admm import ADMMState, solve_relu_admm
+from .augmented_lagrangian import ALState, solve_relu_al
 
-__all__ = ["solve_relu", "relu_solution", "check_relu_method"]
+__all__ = ["solve_relu", "relu_program", "ReluStatic", "check_relu_method"]
 
 _METHODS = ("al", "admm")
 
@@ -38,25 +38,42 @@ def check_relu_method(method: str, loss: _losses.Loss) -> None:
         raise ValueError(f"method='admm' needs a loss with a prox (Loss.prox); the {loss.name} loss has none")
 
 
-def relu_solution(
-    data, lam, W0, tol, constraint_tol, max_iters, method, polish, admm_options, monitor=None, rescale_x=True
-) -> Solution:
-    """The exact ReLU solve of `data` (one device's rows, or all) from W0 = [U0; V0] as a `Solution` (un-jitted).
+def relu_options(method: str, options: Any, admm_options: Any) -> ALOptions | ADMMOptions:
+    """The method's options object: `options`, or (ADMM) the older `admm_options=`, or the defaults."""
+    if admm_options is not None:
+        if method != "admm" or options is not None:
+            raise ValueError("admm_options is for method='admm' without options=; pass options=ADMMOptions(...)")
+        options = admm_options
+    return check_options(options, ADMMOptions if method == "admm" else ALOptions)
+
+
+class ReluStatic(NamedTuple):
+    """The static settings of one exact ReLU solve (hashable: they select the traced program)."""
+
+    loss: _losses.Loss
+    method: str
+    polish: bool
+    options: ALOptions | ADMMOptions
+    monitor: progress.Monitor | None
+    rescale_x: bool = True
+
+
+def relu_program(problem: Problem, lam, W0, tol, constraint_tol, max_iters, static: ReluStatic, state=None) -> Solution:
+    """The exact ReLU solve of `problem` from W0 = [U0; V0] (or from `state`) as a `Solution` (un-jitted).
 
     The solver runs on the problem brought to unit scale (`convexnn._units`); what it returns is in the
-    user's units, its `stats` too.
+    user's units, its `stats` too (its `state` stays in the solver's).
     """
-    units = units_of(data.X, data.y, data.loss, data.N, data.rows, rescale_x)
-    Xs, Ys = units.data(data.X, data.y)
-    data = eqx.tree_at(lambda d: (d.X, d.y), data, (Xs, Ys))
+    problem, units = problem.in_units()
     lam_s, W0 = units.lam_in(lam), units.weights_in(W0)
-    if method == "al":
-        s = solve_relu_al(data, lam_s, W0, tol, constraint_tol, max_iters, polish=polish, monitor=monitor, units=units)
+    args = (problem, lam_s, W0, tol, constraint_tol, max_iters)
+    if static.method == "al":
+        s = solve_relu_al(
+            *args, polish=static.polish, opts=static.options, monitor=static.monitor, units=units, state=state
+        )
         stats = {"outer_steps": s.outer_steps, "rho": s.rho}
     else:
-        s = solve_relu_admm(
-            data, lam_s, W0, tol, constraint_tol, max_iters, admm_options, monitor=monitor, polish=polish, units=units
-        )
+        s = solve_relu_admm(*args, static.options, static.monitor, static.polish, units, state)
         stats = {
             "admm_steps": s.admm_steps,
             "cg_iterations": s.cg_iterations,
@@ -75,36 +92,37 @@ def relu_solution(
         status=units.status_out(s.status, objective, gap, W),
         lam=lam,
         stats=stats,
+        state=s,
     )
 
 
-def _relu_program(
-    X, Y, masks, lam, W0, tol, constraint_tol, max_iters, loss, method, polish, admm_options, monitor, rescale_x
-):
-    data = ReluData(X=X, masks=masks, y=Y, loss=loss, N=loss.normaliser(Y))
-    return relu_solution(
-        data, lam, W0, tol, constraint_tol, max_iters, method, polish, admm_options, monitor, rescale_x
-    )
+def _relu_single(X, Y, masks, lam, W0, tol, constraint_tol, max_iters, state, static: ReluStatic):
+    problem = Problem(X=X, masks=masks, y=Y, loss=static.loss, N=static.loss.normaliser(Y), rescale_x=static.rescale_x)
+    return relu_program(problem, lam, W0, tol, constraint_tol, max_iters, static, state)
 
 
-def relu_sharded(
-    data, lam, W0, tol, constraint_tol, max_iters, loss, method, polish, admm_options, monitor=None
-) -> Solution:
+def relu_on_shards(data: RowSharded, lam, W0, tol, constraint_tol, max_iters, static: ReluStatic) -> Solution:
     """The exact ReLU solve on row-sharded data (a `RowSharded`), one `shard_map` program (jit it)."""
-    N = data.normaliser(loss)
-    monitor = progress.on_mesh(monitor, data.mesh)
+    static = static._replace(monitor=progress.on_mesh(static.monitor, data.mesh))
 
-    def local(X, Y, masks, rows, lam, W0, tol, constraint_tol, max_iters):
-        shard = ReluData(X=X, masks=masks, y=Y, loss=loss, N=N, rows=rows)
-        return relu_solution(
-            shard, lam, W0, tol, constraint_tol, max_iters, method, polish, admm_options, monitor, data.rescale_x
-        )
+    def local(problem, *args):
+        return dataclasses.replace(relu_program(problem, *args, static), state=None)
 
-    return run_sharded(local, data, lam, W0, tol, constraint_tol, max_iters)
+    return on_shards(local, data, static.loss, lam, W0, tol, constraint_tol, max_iters)
 
 
-_solve_relu_jit = eqx.filter_jit(not_differentiable(_relu_program, 8, "solve_relu"))
-_solve_relu_sharded_jit = eqx.filter_jit(not_differentiable(relu_sharded, 6, "solve_relu on row-sharded data"))
+_solve_relu_jit = eqx.filter_jit(not_differentiable(_relu_single, 9, "solve_relu"))
+_solve_relu_sharded_jit = eqx.filter_jit(not_differentiable(relu_on_shards, 6, "solve_relu on row-sharded data"))
+
+
+def _resume_state(state, method: str, W0):
+    """A `Solution`'s solver state, when it can resume this solve (same method, shapes, dtype), else a ValueError."""
+    if state is None:
+        return None
+    kind = ALState if method == "al" else ADMMState
+    if not isinstance(state, kind) or state.W.shape != W0.shape or state.W.dtype != W0.dtype:
+        raise ValueError(f"init must be a Solution of solve_relu(method={method!r}) with these shapes to resume it")
+    return state
 
 
 def solve_relu(
@@ -120,7 +138,8 @@ def solve_relu(
     max_iters: ArrayLike | None = None,
     init: Any = None,
     polish: bool = True,
-    admm_options=None,
+    options: ALOptions | ADMMOptions | None = None,
+    admm_options: ADMMOptions | None = None,
     verbose: bool | int = False,
     callback: progress.Callback | None = None,
 ) -> Solution:
@@ -138,10 +157,15 @@ def solve_relu(
         constraint_tol: ... and the cone violation max (−s_i ⊙ X w_i)₊ / max |X W| ≤ constraint_tol.
         max_iters: iteration budget (None: 20 000; each iteration costs about one product with X and one
             with Xᵀ).
-        init: initial (U, V), each shaped like the weights (default zero).
+        init: initial (U, V), each shaped like the weights (default zero); or a `Solution` of `solve_relu`
+            with the same method on the same data, λ and settings, to resume it exactly (the AL's multipliers,
+            ρ and subproblem tolerance; ADMM's slacks, duals and penalties); `max_iters` counts from the first
+            solve's start.
         polish: use the Newton polish inside the AL subproblems; for ADMM, try its active-set polish
             (`admm_polish`) every so often and stop once the certificate accepts the polished point.
-        admm_options: an `ADMMOptions` (penalty, CG and Nyström settings) for method="admm".
+        options: the method's options object, an `ALOptions` (method="al") or an `ADMMOptions`
+            (method="admm"); None: the defaults.
+        admm_options: an `ADMMOptions` for method="admm" (the same as options=).
         verbose, callback: progress from inside the compiled loop, as in `solve_gated`: after AL outer
             steps or ADMM steps, at the first iterate past every `verbose` iterations (True: 100), and
             once at the end; `Progress.violation` is the cone violation and `Progress.step` the penalty ρ.
@@ -154,44 +178,28 @@ def solve_relu(
     loss = _losses.get_loss(loss)
     monitor = progress.monitor(verbose, callback, f"relu-{method}")
     check_relu_method(method, loss)
-    if lam is None:
-        raise ValueError("lam must be given: solve_relu(X, y, masks, lam) or solve_relu(data, lam=...)")
-    X, Y, masks, (P, d, c), squeeze, dtype, rescale_x = check_problem(X, y, masks, loss)
-    lam = _validate.check_lam(lam, dtype)
-    tol = _validate.check_positive("tol", _validate.DEFAULT_TOL if tol is None else tol, dtype)
-    constraint_tol = _validate.check_positive("constraint_tol", constraint_tol, dtype)
-    max_iters = _validate.check_positive("max_iters", 20_000 if max_iters is None else max_iters, dtype, integer=True)
-    if init is None:
-        W0 = jnp.zeros((2 * P, d, c), dtype)
+    options = relu_options(method, options, admm_options)
+    p = prepare(
+        "solve_relu",
+        X,
+        y,
+        masks,
+        loss,
+        lam=lam,
+        tol=tol,
+        max_iters=max_iters,
+        default_max_iters=20_000,
+        constraint_tol=constraint_tol,
+        init=init,
+        blocks=2,
+    )
+    static = ReluStatic(loss, method, bool(polish), options, monitor, p.rescale_x)
+    numbers = (p.lam, p.W0, p.tol, p.constraint_tol, p.max_iters)
+    if isinstance(p.X, RowSharded):
+        sol = _solve_relu_sharded_jit(p.X, *p.replicated(*numbers), static)
     else:
-        if not (isinstance(init, tuple) and len(init) == 2):
-            raise ValueError("init must be a pair (U, V)")
-        W0 = stack(*(_validate.check_init(w, P, d, c, squeeze, dtype) for w in init))
-    if method == "admm" and admm_options is None:
-        from .admm import ADMMOptions
-
-        admm_options = ADMMOptions()
-    if isinstance(X, RowSharded):
-        args = replicate(X, (lam, W0, tol, constraint_tol, max_iters))
-        sol = _solve_relu_sharded_jit(X, *args, loss, method, polish, admm_options, monitor)
-    else:
-        sol = _solve_relu_jit(
-            X,
-            Y,
-            masks,
-            lam,
-            W0,
-            tol,
-            constraint_tol,
-            max_iters,
-            loss,
-            method,
-            polish,
-            admm_options,
-            monitor,
-            rescale_x,
-        )
+        sol = _solve_relu_jit(p.X, p.Y, p.masks, *numbers, _resume_state(p.resume, method, p.W0), static)
     progress.flush(monitor, sol)
-    if squeeze:
+    if p.squeeze:
         sol = eqx.tree_at(lambda s: s.weights, sol, tuple(w[..., 0] for w in sol.weights))
     return sol

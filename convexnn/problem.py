@@ -1,0 +1,243 @@
+"""One problem type for every program: its data, linear maps and cone residuals; and `prepare`, the public check.
+
+    gated:      A W = Σ_i D_i X w_i,              Aᵀ r = [Xᵀ D_i r]_i
+    exact ReLU: on stacked W = [U; V] (2P blocks), z = Σ_i D_i X (u_i − v_i), cone residuals R = s ⊙ X W ≥ 0
+
+Solvers never touch X: they ask a `Problem` for these maps and for the loss over its real rows, so a program
+whose data carry another axis (patches) or whose rows live on many devices is a new `Problem`, not a new
+solver. With a `Rows` every sum over rows adds the shards' sums (`convexnn._rows`).
+
+The stacked layout of the exact ReLU program: blocks last, (n, c, 2P), signs +1 for U and −1 for V. One
+GEMM X W gives both the prediction and the residuals; XLA's CPU loops over a trailing axis of length c = 1
+ran elementwise reductions ~30× slower than this layout.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Bool, Float, Scalar
+
+from . import _validate, operators
+from . import losses as _losses
+from ._mesh import check_sharded, replicate_on_mesh, run_on_shards
+from ._rows import Rows, loss_kwargs, row_sum, row_total
+from ._units import Units, units_of
+from .sharding import RowSharded
+
+__all__ = ["Problem", "Prepared", "prepare", "stack", "unstack", "on_shards"]
+
+
+def stack(U: Array, V: Array) -> Array:
+    """[U; V]: (2P, d, c)."""
+    return jnp.concatenate([U, V], axis=0)
+
+
+def unstack(W: Array) -> tuple[Array, Array]:
+    P = W.shape[0] // 2
+    return W[:P], W[P:]
+
+
+class Problem(eqx.Module):
+    """The data of a convex program and the linear maps the solvers apply to weights.
+
+    Attributes:
+        X: data (n, d); masks: (n, P) bool; y: targets (n, c) in X's dtype.
+        loss: the loss (static); N: its normaliser (static; from the global shape on sharded data).
+        rows: for one shard of row-sharded data, its real rows and the mesh axis (None: all rows, one device).
+        rescale_x: whether `in_units` must bring X to unit scale (static; `convexnn._units`).
+    """
+
+    X: Float[Array, "n d"]
+    masks: Bool[Array, "n p"]
+    y: Float[Array, "n c"]
+    loss: _losses.Loss = eqx.field(static=True)
+    N: int = eqx.field(static=True)
+    rows: Rows | None = None
+    rescale_x: bool = eqx.field(static=True, default=True)
+
+    def in_units(self) -> tuple[Problem, Units]:
+        """The problem brought to unit scale, and the `Units` that map its results back."""
+        units = units_of(self.X, self.y, self.loss, self.N, self.rows, self.rescale_x)
+        X, y = units.data(self.X, self.y)
+        return eqx.tree_at(lambda p: (p.X, p.y), self, (X, y)), units
+
+    # The gated map.
+    def forward(self, W: Float[Array, "p d c"]) -> Float[Array, "n c"]:
+        """A W = Σ_i D_i X w_i."""
+        return operators.gated_forward(self.X, self.masks, W)
+
+    def adjoint(self, r: Float[Array, "n c"]) -> Float[Array, "p d c"]:
+        """Aᵀ r = [Xᵀ D_i r]_i, added over the shards."""
+        return row_total(operators.gated_adjoint(self.X, self.masks, r), self.rows)
+
+    # The loss over every real row.
+    def loss_value(self, z: Float[Array, "n c"]) -> Scalar:
+        return self.loss.value(z, self.y, self.N, **loss_kwargs(self.rows))
+
+    def loss_grad(self, z: Float[Array, "n c"]) -> Float[Array, "n c"]:
+        return self.loss.grad(z, self.y, self.N)
+
+    def loss_bregman(self, z1: Float[Array, "n c"], z0: Float[Array, "n c"]) -> Scalar:
+        return self.loss.bregman(z1, z0, self.y, self.N, **loss_kwargs(self.rows))
+
+    def loss_hvp(self, z: Float[Array, "n c"], dz: Float[Array, "n c"]) -> Float[Array, "n c"]:
+        return self.loss.hvp(z, dz, self.y, self.N)
+
+    def hessian_diagonal(self, z: Float[Array, "n c"]) -> Float[Array, "n c"]:
+        return self.loss.hessian_diagonal(z, self.y, self.N)
+
+    def fenchel_young_gap(self, z: Float[Array, "n c"], theta: Float[Array, "n c"]) -> Scalar:
+        """L(z) + L*(θ) − ⟨θ, z⟩ ≥ 0 over every real row."""
+        return self.loss.fenchel_young_gap(z, theta, self.y, self.N, **loss_kwargs(self.rows))
+
+    def row_sum(self, x: Array) -> Scalar:
+        """Σ of every entry of a row-indexed array over the real rows of every shard."""
+        return row_sum(x, self.rows)
+
+    # The exact ReLU program on stacked weights [U; V].
+    def products(self, W: Float[Array, "q d c"]) -> Float[Array, "n c q"]:
+        """X W for every block of the stacked weights (one GEMM), blocks last."""
+        return jnp.einsum("nd,qdc->ncq", self.X, W, precision=operators.PRECISION)
+
+    def split(self, XW: Float[Array, "n c q"]) -> tuple[Float[Array, "n c"], Float[Array, "n c q"]]:
+        """(z, R): the prediction Σ_i m_i ⊙ (X u_i − X v_i) and the cone residuals s ⊙ X W."""
+        P = self.masks.shape[1]
+        m = self.masks[:, None, :]
+        zero = jnp.zeros((), XW.dtype)
+        z = jnp.sum(jnp.where(m, XW[..., :P] - XW[..., P:], zero), axis=-1)
+        R = jnp.where(jnp.concatenate([m, m], axis=-1), XW, -XW)
+        return z, R
+
+    def pullback(self, gz: Float[Array, "n c"], gR: Float[Array, "n c q"]) -> Float[Array, "q d c"]:
+        """Kᵀ(gz, gR) = ∂/∂W of ⟨gz, z⟩ + ⟨gR, R⟩ (one GEMM), added over the shards."""
+        m = self.masks[:, None, :]
+        m2 = jnp.concatenate([m, m], axis=-1)
+        P = self.masks.shape[1]
+        sign = jnp.concatenate([jnp.ones((P,), gz.dtype), -jnp.ones((P,), gz.dtype)])[None, None, :]
+        zero = jnp.zeros((), gz.dtype)
+        G = jnp.where(m2, sign * gz[:, :, None], zero) + jnp.where(m2, gR, -gR)
+        return row_total(jnp.einsum("ncq,nd->qdc", G, self.X, precision=operators.PRECISION), self.rows)
+
+
+def on_shards(fn: Callable[..., Any], data: RowSharded, loss: _losses.Loss, *replicated: Any) -> Any:
+    """fn(problem, *replicated) on every row shard of `data` under `shard_map`, `problem` that shard's
+    `Problem` (normalised by the real row count); its outputs must be replicated (every sum over rows in
+    the problem's maps ends in a collective, so they are)."""
+    N = data.normaliser(loss)
+
+    def local(X, Y, masks, rows, *args):
+        return fn(Problem(X=X, masks=masks, y=Y, loss=loss, N=N, rows=rows, rescale_x=data.rescale_x), *args)
+
+    return run_on_shards(local, data, *replicated)
+
+
+class Prepared(NamedTuple):
+    """The canonical inputs of a public solver: what `prepare` returns.
+
+    X: the data (n, d) as an array, or the `RowSharded` (then Y and masks are None: it holds them).
+    Y: targets (n, c) in X's dtype; masks: (n, P) bool; shape: (P, d, c); squeeze: whether y was 1-D;
+    rescale_x: whether the solvers must bring X to unit scale (static). lam (a scalar or the path's λ),
+    tol, constraint_tol, max_iters: arrays of X's dtype (max_iters int32). W0: the start, (blocks·P, d, c);
+    resume: the solver state of a `Solution` passed as init (None otherwise).
+    """
+
+    X: Any
+    Y: Any
+    masks: Any
+    shape: tuple[int, int, int]
+    squeeze: bool
+    rescale_x: bool
+    lam: jax.Array
+    tol: jax.Array
+    constraint_tol: jax.Array | None
+    max_iters: jax.Array
+    W0: jax.Array
+    resume: Any
+
+    @property
+    def dtype(self):
+        return self.W0.dtype
+
+    def problem(self, loss: _losses.Loss) -> Problem:
+        """The single-device `Problem` of these inputs."""
+        return Problem(
+            X=self.X, masks=self.masks, y=self.Y, loss=loss, N=loss.normaliser(self.Y), rescale_x=self.rescale_x
+        )
+
+    def replicated(self, *x: Any) -> Any:
+        """x on every device of a `RowSharded`'s mesh; x itself for data on one device."""
+        return replicate_on_mesh(self.X.mesh, x) if isinstance(self.X, RowSharded) else x
+
+
+def _check_data(X, y, masks, loss):
+    """(X, Y, masks, (P, d, c), squeeze, rescale_x) for arrays or a `RowSharded` passed as X."""
+    if isinstance(X, RowSharded):
+        check_sharded(X, y, masks, loss)
+        return X, None, None, X.shape, X.squeeze, X.rescale_x
+    if y is None or masks is None:
+        raise ValueError("y and masks must be given (or X must be a RowSharded from shard_rows)")
+    X, Y, masks, squeeze, rescale_x = _validate.check_data(X, y, masks, loss)
+    return X, Y, masks, (masks.shape[1], X.shape[1], Y.shape[1]), squeeze, rescale_x
+
+
+def _start(init: Any, blocks: int, shape: tuple[int, int, int], squeeze: bool, dtype: Any) -> tuple[jax.Array, Any]:
+    """(W0, resume state) from `init`: None (zeros), weights (W, or the pair (U, V) for two blocks), or a
+    `Solution` (its weights, and its solver state when it carries one)."""
+    from .solution import Solution
+
+    P, d, c = shape
+    if init is None:
+        return jnp.zeros((blocks * P, d, c), dtype), None
+    resume = None
+    if isinstance(init, Solution):
+        init, resume = init.weights, init.state
+    if blocks == 1:
+        return _validate.check_init(init, P, d, c, squeeze, dtype), resume
+    if not (isinstance(init, tuple) and len(init) == 2):
+        raise ValueError("init must be a pair (U, V) or a Solution of solve_relu")
+    return stack(*(_validate.check_init(w, P, d, c, squeeze, dtype) for w in init)), resume
+
+
+def prepare(
+    solver: str,
+    X: Any,
+    y: Any,
+    masks: Any,
+    loss: _losses.Loss,
+    *,
+    lam: Any,
+    tol: Any,
+    max_iters: Any,
+    default_max_iters: int,
+    constraint_tol: Any = None,
+    init: Any = None,
+    blocks: int = 1,
+    path: bool = False,
+) -> Prepared:
+    """Validate and canonicalize the inputs of the public solver `solver` (its name, for messages).
+
+    lam is one λ, or (`path`) the 1-D λ of a path. `blocks`: weight blocks per pattern (1 gated, 2 ReLU).
+    tol=None and max_iters=None take the defaults (`_validate.DEFAULT_TOL`, `default_max_iters`).
+
+    Raises:
+        ValueError: naming the argument, what was expected and what came (for traced values: when the
+            program runs, through `eqx.error_if`).
+    """
+    name = "lams" if path else "lam"
+    if lam is None:
+        raise ValueError(f"{name} must be given: {solver}(X, y, masks, {name}) or {solver}(data, {name}=...)")
+    X, Y, masks, shape, squeeze, rescale_x = _check_data(X, y, masks, loss)
+    dtype = X.X.dtype if isinstance(X, RowSharded) else X.dtype
+    lam = _validate.check_lams(lam, dtype) if path else _validate.check_lam(lam, dtype)
+    tol = _validate.check_positive("tol", _validate.DEFAULT_TOL if tol is None else tol, dtype)
+    if constraint_tol is not None:
+        constraint_tol = _validate.check_positive("constraint_tol", constraint_tol, dtype)
+    max_iters = default_max_iters if max_iters is None else max_iters
+    max_iters = _validate.check_positive("max_iters", max_iters, dtype, integer=True)
+    W0, resume = _start(init, blocks, shape, squeeze, dtype)
+    return Prepared(X, Y, masks, shape, squeeze, rescale_x, lam, tol, constraint_tol, max_iters, W0, resume)
