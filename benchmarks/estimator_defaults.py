@@ -22,42 +22,31 @@ used. Run pinned to one core for timings that do not depend on the other cores' 
 from __future__ import annotations
 
 import argparse
-import datetime
-import importlib.metadata
 import os
-import platform
 import statistics
 import sys
 import time
 import warnings
 from pathlib import Path
 
-from sklearn.datasets import load_breast_cancer, load_diabetes, load_digits, load_wine
+from common import machine
+from common.problems import REGRESSION, SKLEARN_DATASETS, sklearn_split
+from common.tables import emit, report_head
+from common.timing import log
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.model_selection import train_test_split
 from sklearn.neural_network import MLPClassifier
 
 from convexnn.estimators import ConvexReLUClassifier, ConvexReLUClassifierCV, ConvexReLURegressor, ConvexReLURegressorCV
 
-DATASETS = {  # name: (loader, regression?)
-    "breast_cancer": (load_breast_cancer, False),
-    "wine": (load_wine, False),
-    "digits": (load_digits, False),
-    "diabetes": (load_diabetes, True),
-}
+DATASETS = SKLEARN_DATASETS
+PACKAGES = ("convexnn", "jax", "jaxlib", "equinox", "numpy", "scikit-learn")
 FRACTIONS = (0.3, 0.1, 0.05, 0.02, 0.01, 0.005, 0.002, 0.001)
 
 
-def split(name: str):
-    X, y = DATASETS[name][0](return_X_y=True)
-    return train_test_split(X, y, test_size=0.25, random_state=0)
-
-
 def estimator(name: str, cv: bool = False, **params):
-    regression = DATASETS[name][1]
-    cls = (ConvexReLURegressorCV if cv else ConvexReLURegressor) if regression else None
-    cls = cls or (ConvexReLUClassifierCV if cv else ConvexReLUClassifier)
-    return cls(random_state=0, **params)
+    if name in REGRESSION:
+        return (ConvexReLURegressorCV if cv else ConvexReLURegressor)(random_state=0, **params)
+    return (ConvexReLUClassifierCV if cv else ConvexReLUClassifier)(random_state=0, **params)
 
 
 def timed_fit(est, X, y):
@@ -70,34 +59,14 @@ def timed_fit(est, X, y):
     return est, seconds, [str(w.message) for w in caught if issubclass(w.category, ConvergenceWarning)]
 
 
-def log(*args) -> None:
-    print(*args, file=sys.stderr, flush=True)
-
-
-def machine(load_at_start: float) -> list[str]:
-    cpu = "unknown"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
-    affinity = sorted(os.sched_getaffinity(0))
-    packages = ("convexnn", "jax", "jaxlib", "equinox", "numpy", "scikit-learn")
-    versions = ", ".join(f"{p} {importlib.metadata.version(p)}" for p in packages)
-    return [
-        "| machine | |",
-        "|---|---|",
-        f"| CPU | {cpu} |",
-        f"| cores | {os.cpu_count()} logical; this process pinned to {affinity} |",
-        f"| OS / Python | {platform.platform()} / {platform.python_version()} |",
-        f"| versions | {versions} |",
-        f"| load average (1 min) at start / end | {load_at_start:.2f} / {os.getloadavg()[0]:.2f} |",
-    ]
+def progress(*parts) -> None:
+    log(*parts, file=sys.stderr)
 
 
 def section_cv_digits(repeats: int) -> list[str]:
-    Xtr, Xte, ytr, yte = split("digits")
+    Xtr, Xte, ytr, yte = sklearn_split("digits")
     est, cold, warns = timed_fit(estimator("digits", cv=True), Xtr, ytr)
-    log(f"CV digits cold {cold:.1f} s, lam_ {est.lam_:.3g}")
+    progress(f"CV digits cold {cold:.1f} s, lam_ {est.lam_:.3g}")
     warm = [timed_fit(estimator("digits", cv=True), Xtr, ytr)[1] for _ in range(repeats)]
     rows = [
         "## `ConvexReLUClassifierCV()` on digits (budget: 30 s)",
@@ -122,7 +91,7 @@ def section_cv_digits(repeats: int) -> list[str]:
 
 
 def section_default_digits(repeats: int) -> list[str]:
-    Xtr, Xte, ytr, yte = split("digits")
+    Xtr, Xte, ytr, yte = sklearn_split("digits")
     first, cold, _ = timed_fit(ConvexReLUClassifier(random_state=0), Xtr, ytr)
     MLPClassifier(random_state=0).fit(Xtr, ytr)  # warm-up (imports, allocations)
     ours, theirs, runs = [], [], []
@@ -136,7 +105,7 @@ def section_default_digits(repeats: int) -> list[str]:
         theirs.append(t)
     est = runs[-1]
     ratio = statistics.median(ours) / statistics.median(theirs)
-    log(f"default digits {statistics.median(ours):.2f} s vs MLP {statistics.median(theirs):.2f} s")
+    progress(f"default digits {statistics.median(ours):.2f} s vs MLP {statistics.median(theirs):.2f} s")
     return [
         "## `ConvexReLUClassifier()` on digits (budget: CONVERGED in float32, warm fit ≤ 5× MLPClassifier)",
         "",
@@ -171,12 +140,12 @@ def section_defaults_vs_cv(with_curves: bool) -> list[str]:
     curves = ["", "Held-out score along λ/λ_max (single fits), from which the fractions were chosen:", ""]
     curves += ["| data | " + " | ".join(f"{f:g}" for f in FRACTIONS) + " |", "|---" * (len(FRACTIONS) + 1) + "|"]
     for name in DATASETS:
-        Xtr, Xte, ytr, yte = split(name)
+        Xtr, Xte, ytr, yte = sklearn_split(name)
         auto, _, w1 = timed_fit(estimator(name), Xtr, ytr)
         tuned, t_cv, w2 = timed_fit(estimator(name, cv=True), Xtr, ytr)
         old, _, w3 = timed_fit(estimator(name, lam=1e-3), Xtr, ytr)
         a, c = auto.score(Xte, yte), tuned.score(Xte, yte)
-        log(f"{name}: auto {a:.4f} cv {c:.4f} ({t_cv:.1f} s)")
+        progress(f"{name}: auto {a:.4f} cv {c:.4f} ({t_cv:.1f} s)")
         flags = " (warned)" if w1 or w2 else ""
         rows.append(
             f"| {name} ({Xtr.shape[0]} × {Xtr.shape[1]}) | {auto.lam_max_:.3g} | {a:.4f} ({auto.status_}){flags} | "
@@ -197,14 +166,14 @@ def section_cv_tol() -> list[str]:
         "|---|---|---|---|---|---|",
     ]
     for name in DATASETS:
-        Xtr, Xte, ytr, yte = split(name)
+        Xtr, Xte, ytr, yte = sklearn_split(name)
         for cv_tol in (1e-3, 1e-5):
             est, t, _ = timed_fit(estimator(name, cv=True, cv_tol=cv_tol), Xtr, ytr)
             rows.append(
                 f"| {name} | {cv_tol:g} | {t:.1f} s | {est.lam_ / est.lam_max_:.3g} | {est.score(Xte, yte):.4f} | "
                 f"{int(est.cv_n_iter_.sum())} |"
             )
-            log(rows[-1])
+            progress(rows[-1])
     return rows + [""]
 
 
@@ -215,18 +184,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-cv-tol", action="store_true", help="skip the cv_tol comparison")
     parser.add_argument("--out", type=Path, default=None, help="write the markdown report here")
     args = parser.parse_args(argv)
-    load_at_start = os.getloadavg()[0]
-    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    command = "python benchmarks/estimator_defaults.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    head = ["# scikit-learn estimators: defaults", "", f"Generated by `{command}` on {now}.", ""]
+    load_at_start, date = os.getloadavg()[0], machine.now()
     body = section_cv_digits(args.repeats) + section_default_digits(args.repeats)
     body += section_defaults_vs_cv(not args.no_curves)
     if not args.no_cv_tol:
         body += section_cv_tol()
-    report = "\n".join(head + machine(load_at_start) + [""] + body)
-    print(report)
-    if args.out:
-        args.out.write_text(report + "\n")
+    description = machine.machine_description(PACKAGES, blas=False)
+    load = (load_at_start, os.getloadavg()[0])
+    command = argv if argv is not None else sys.argv[1:]
+    head = report_head("scikit-learn estimators: defaults", "estimator_defaults.py", command, date, description, load)
+    emit("\n".join(head + body), args.out)
     return 0
 
 

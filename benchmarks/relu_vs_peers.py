@@ -1,15 +1,16 @@
 """Exact ReLU program: convexnn's AL and ADMM vs pyscnn's AL and cvxpy + Clarabel (time to 1e-4).
 
-Same planted-teacher data, same gates and masks as `gated_vs_scnn.py` (whose problem construction,
-timing and machine helpers are imported), squared loss, float32 timed runs. Accuracy of every run is
-measured in float64 from its weights (U, V) with one formula for all:
+Same planted-teacher data, same gates and masks as `gated_vs_scnn.py` (`common.problems.make_problem`),
+squared loss, float32 timed runs. Accuracy of every run is measured in float64 from its weights (U, V)
+with one formula for all:
 
     obj64(U, V) = ½ mean((Σ_i D_i X (u_i − v_i) − y)²) + λ Σ_i (‖u_i‖₂ + ‖v_i‖₂)
     viol64(U, V) = max_{i,j} (−s_ij (X w_i)_j)₊ / max_{i,j} |(X w_i)_j| over w ∈ {u_i, v_i}, s = 2m − 1
 
 and a run "reaches the target" when |obj64 − p*| / |p*| ≤ target and viol64 ≤ target. p* is a float64
 convexnn AL solve at tol 1e-10 (cross-checked by Clarabel where Clarabel runs). Each solver is swept over
-its tolerances; the time to target is the median time of the fastest tolerance that reaches it.
+its tolerances; the time to target is the median time of the fastest tolerance that reaches it. pyscnn and
+cvxpy rows are skipped (reported not run) when those packages are not installed.
 
     python benchmarks/relu_vs_peers.py --quick       # 200×10×50 only, a few minutes
     python benchmarks/relu_vs_peers.py               # 200×10×50, 2000×50×200, 10000×100×300
@@ -18,51 +19,26 @@ its tolerances; the time to target is the median time of the fastest tolerance t
 from __future__ import annotations
 
 import argparse
-import contextlib
-import dataclasses
-import datetime
 import math
 import multiprocessing as mp
-import os
-import statistics
 import sys
 import time
 from pathlib import Path
 
 import jax
 import numpy as np
+from common import cli, machine, peers
+from common.problems import Problem, make_problem, rel_subopt
+from common.records import Run, fastest, status_name, write_records
+from common.tables import document, report_head, table
+from common.timing import blas_limits, fmt_range, fmt_time, log, repeat_runs, timed
 
-jax.config.update("jax_enable_x64", True)
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+import convexnn as cn
 
-import gated_vs_scnn as gv  # noqa: E402
-
-import convexnn as cn  # noqa: E402
-from convexnn.solvers.admm import ADMMOptions  # noqa: E402
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-@dataclasses.dataclass
-class Run:
-    method: str
-    tol: float | None
-    times: list[float]
-    iterations: int
-    status: str
-    rel: float  # (obj64 − p*) / |p*|
-    viol: float
-    note: str = ""
-
-    @property
-    def median(self) -> float:
-        return statistics.median(self.times)
-
-    def reaches(self, target: float) -> bool:
-        return abs(self.rel) <= target and self.viol <= target
+SOLVERS = ("convexnn-al", "convexnn-admm", "pyscnn-al", "cvxpy+clarabel")
 
 
-def make_measures(prob: gv.Problem, lam: float):
+def make_measures(prob: Problem, lam: float):
     """obj64 and viol64 of (U, V), each (P, d), in float64 (numpy, independent of convexnn's code)."""
     X, y, m = prob.X64, prob.y64, prob.masks
     S = 2.0 * m - 1.0
@@ -79,18 +55,35 @@ def make_measures(prob: gv.Problem, lam: float):
     return measure
 
 
+def measured_run(method, tol, times, iterations, status, measure, weights, p_star, note="") -> Run:
+    """A `Run` of the exact program, its accuracy measured from its weights (U, V), and logged."""
+    obj, viol = measure(*weights)
+    run = Run(method, tol, times, iterations, status, rel_subopt(obj, p_star), obj, viol, note=note)
+    tail = f"; {note}" if note else ""
+    log(
+        f"  {method}{'' if tol is None else f' tol={tol:g}'}: {fmt_time(run.median)} ({iterations} it, {status}, "
+        f"rel {run.rel:+.1e}, viol {run.viol:.1e}{tail})"
+    )
+    return run
+
+
+def not_run(method: str, status: str, note: str, seconds: float = math.nan) -> Run:
+    """The row of a solver that did not run (or was stopped without an answer)."""
+    log(f"  {method}: {status} ({note})")
+    return Run(method, None, [seconds], 0, status, math.nan, math.nan, math.nan, note=note)
+
+
 # ------------------------------------------------------------------------------------------------
 # convexnn
 # ------------------------------------------------------------------------------------------------
 
 
 def cn_relu(prob, lam, *, method, tol, max_iters, dtype=np.float32, admm_options=None):
-    dev = prob.device
-    X, y = (dev["X32"], dev["y32"]) if dtype == np.float32 else (dev["X64"], dev["y64"])
+    X, y = prob.data(dtype)
     sol = cn.solve_relu(
         X,
         y,
-        dev["masks"],
+        prob.device["masks"],
         lam,
         method=method,
         tol=tol,
@@ -107,7 +100,7 @@ def sweep_convexnn(prob, lam, p_star, measure, args, method, tols, admm_options=
     # Compile only: max_iters is a traced argument, so one iteration builds the same program as the timed runs.
     cn_relu(prob, lam, method=method, tol=tols[0], max_iters=1, admm_options=admm_options)
     for tol in tols:
-        times, outs = gv.repeat_runs(
+        times, outs = repeat_runs(
             lambda tol=tol: cn_relu(
                 prob, lam, method=method, tol=tol, max_iters=args.cn_max_iters, admm_options=admm_options
             ),
@@ -116,27 +109,14 @@ def sweep_convexnn(prob, lam, p_star, measure, args, method, tols, admm_options=
             args.slow_s,
         )
         sol = outs[-1]
-        obj, viol = measure(*sol.weights)
         note = f"gap {float(sol.gap):.1e}"
         if method == "admm":
             steps = int(sol.stats["admm_steps"])
             note += f"; {steps} ADMM steps, {int(sol.stats['cg_iterations']) / max(steps, 1):.1f} CG its/step"
         else:
             note += f"; {int(sol.stats['outer_steps'])} multiplier updates"
-        run = Run(
-            label,
-            tol,
-            times,
-            int(sol.iterations),
-            cn.Status(int(sol.status)).name.lower(),
-            (obj - p_star) / abs(p_star),
-            viol,
-            note,
-        )
-        gv.log(
-            f"  {label} tol={tol:g}: {gv.fmt_time(run.median)} ({run.iterations} it, {run.status}, "
-            f"rel {run.rel:+.1e}, viol {run.viol:.1e}; {note})"
-        )
+        status = status_name(sol.status)
+        run = measured_run(label, tol, times, int(sol.iterations), status, measure, sol.weights, p_star, note)
         runs.append(run)
         if run.reaches(args.target) and tol <= args.target:
             break
@@ -148,65 +128,14 @@ def sweep_convexnn(prob, lam, p_star, measure, args, method, tols, admm_options=
 # ------------------------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def pyscnn_al_deadline():
-    """Give pyscnn's AL a wall-clock limit: its outer test (ConstrainedHeuristic) says stop past it."""
-    from scnn.private.methods.termination_criteria import ConstrainedHeuristic
-
-    budget = gv.Budget()
-    saved = ConstrainedHeuristic.__call__
-
-    def call(self, *a, **k):
-        if time.perf_counter() > budget.deadline:
-            budget.hit = True
-            return True
-        return saved(self, *a, **k)
-
-    ConstrainedHeuristic.__call__ = call
-    try:
-        with gv.pyscnn_context(keep_float32=False) as _:
-            yield budget
-    finally:
-        ConstrainedHeuristic.__call__ = saved
-
-
-def scnn_al(prob, lam, *, tol, budget, time_limit, max_iters):
-    from scnn.metrics import Metrics
-    from scnn.models import ConvexReLU
-    from scnn.optimize import optimize_model
-    from scnn.regularizers import NeuronGL1
-    from scnn.solvers import AL
-
-    model = ConvexReLU(prob.gates.copy(), c=1, bias=False)
-    solver = AL(model, max_primal_iters=max_iters, tol=tol, constraint_tol=tol)
-    budget.deadline, budget.hit = time.perf_counter() + time_limit, False
-    model, metrics = optimize_model(
-        model,
-        solver,
-        Metrics(),
-        prob.X32,
-        prob.y32,
-        regularizer=NeuronGL1(lam),
-        return_convex=True,
-        unitize_data=False,
-        verbose=False,
-        device="cpu",
-        dtype="float32",
-    )
-    hit, budget.deadline = budget.hit, math.inf
-    G = np.asarray(model.G, np.float64)
-    if G.shape != prob.gates.shape or not np.array_equal(G, prob.gates):
-        raise RuntimeError("pyscnn kept different gates (or reordered them) than the benchmark's masks")
-    U, V = (np.asarray(w, np.float64)[0] for w in model.parameters)
-    return {"U": U, "V": V, "iterations": len(metrics.objective) - 2, "status": "time_limit" if hit else "done"}
-
-
 def sweep_pyscnn(prob, lam, p_star, measure, args) -> list[Run]:
+    if not peers.installed("scnn"):
+        return [not_run("pyscnn-al", "not_run", "pyscnn not installed")]
     runs = []
-    with gv.blas_limits(args.blas_threads), pyscnn_al_deadline() as budget:
+    with blas_limits(args.blas_threads), peers.pyscnn_context(False, ("ConstrainedHeuristic",)) as budget:
         for tol in args.scnn_tols:
-            times, outs = gv.repeat_runs(
-                lambda tol=tol: scnn_al(
+            times, outs = repeat_runs(
+                lambda tol=tol: peers.scnn_al(
                     prob, lam, tol=tol, budget=budget, time_limit=args.scnn_time_limit, max_iters=args.scnn_max_iters
                 ),
                 args.repeats,
@@ -215,12 +144,8 @@ def sweep_pyscnn(prob, lam, p_star, measure, args) -> list[Run]:
                 once=lambda out: out["status"] == "time_limit",
             )
             out = outs[-1]
-            obj, viol = measure(out["U"], out["V"])
-            run = Run("pyscnn-al", tol, times, out["iterations"], out["status"], (obj - p_star) / abs(p_star), viol)
-            gv.log(
-                f"  pyscnn-al tol={tol:g}: {gv.fmt_time(run.median)} ({run.iterations} it, {run.status}, "
-                f"rel {run.rel:+.1e}, viol {run.viol:.1e})"
-            )
+            weights = (out["U"], out["V"])
+            run = measured_run("pyscnn-al", tol, times, out["iterations"], out["status"], measure, weights, p_star)
             runs.append(run)
             if run.reaches(args.target) or run.status == "time_limit":
                 break
@@ -232,7 +157,7 @@ def sweep_pyscnn(prob, lam, p_star, measure, args) -> list[Run]:
 # ------------------------------------------------------------------------------------------------
 
 
-def _clarabel_child(X, y, masks, lam, queue):
+def clarabel_child(X, y, masks, lam, queue):
     import cvxpy as cp
 
     n, d = X.shape
@@ -259,13 +184,15 @@ def _clarabel_child(X, y, masks, lam, queue):
     )
 
 
-def run_clarabel(prob, lam, p_star, measure, args) -> Run | None:
+def run_clarabel(prob, lam, p_star, measure, args) -> Run:
+    name = "cvxpy+clarabel"
     if prob.n > args.clarabel_max_n:
-        gv.log(f"  clarabel: not run (n = {prob.n} > --clarabel-max-n {args.clarabel_max_n})")
-        return Run("cvxpy+clarabel", None, [math.nan], 0, "not_run", math.nan, math.nan, "n above --clarabel-max-n")
+        return not_run(name, "not_run", "n above --clarabel-max-n")
+    if not (peers.installed("cvxpy") and peers.installed("clarabel")):
+        return not_run(name, "not_run", "cvxpy or clarabel not installed")
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    proc = ctx.Process(target=_clarabel_child, args=(prob.X64, prob.y64, prob.masks, lam, queue))
+    proc = ctx.Process(target=clarabel_child, args=(prob.X64, prob.y64, prob.masks, lam, queue))
     t0 = time.perf_counter()
     proc.start()
     try:
@@ -273,26 +200,13 @@ def run_clarabel(prob, lam, p_star, measure, args) -> Run | None:
     except Exception:  # queue.Empty: over the time limit
         proc.kill()
         proc.join()
-        wall = time.perf_counter() - t0
-        gv.log(f"  clarabel: stopped after {wall:.0f} s (time limit)")
-        return Run("cvxpy+clarabel", None, [wall], 0, "time_limit", math.nan, math.nan, "stopped at the time limit")
+        return not_run(name, "time_limit", "stopped at the time limit", time.perf_counter() - t0)
     proc.join()
-    obj, viol = measure(out["U"], out["V"])
-    run = Run(
-        "cvxpy+clarabel",
-        None,
-        [out["wall"]],
-        int(out["iterations"] or 0),
-        out["status"],
-        (obj - p_star) / abs(p_star),
-        viol,
-        f"Clarabel's own solve time {out['solve_time']:.3g} s (the rest is cvxpy's canonicalization)",
+    note = f"Clarabel's own solve time {out['solve_time']:.3g} s (the rest is cvxpy's canonicalization)"
+    iterations = int(out["iterations"] or 0)
+    return measured_run(
+        name, None, [out["wall"]], iterations, out["status"], measure, (out["U"], out["V"]), p_star, note
     )
-    gv.log(
-        f"  cvxpy+clarabel: {gv.fmt_time(run.median)} ({run.iterations} it, {run.status}, rel {run.rel:+.1e}, "
-        f"viol {run.viol:.1e}; {run.note})"
-    )
-    return run
 
 
 # ------------------------------------------------------------------------------------------------
@@ -314,7 +228,7 @@ def reference(prob, lam, args) -> dict:
             with np.load(path) as saved:
                 out = {k: saved[k].item() if saved[k].ndim == 0 else saved[k] for k in saved.files}
             return {**out, "path": path}
-    t, sol = gv.timed(
+    t, sol = timed(
         lambda: cn_relu(prob, lam, method="al", tol=args.ref_tol, max_iters=args.ref_max_iters, dtype=np.float64)
     )
     U, V = (np.asarray(w, np.float64) for w in sol.weights)
@@ -322,7 +236,7 @@ def reference(prob, lam, args) -> dict:
         "U": U,
         "V": V,
         "gap": float(sol.gap),
-        "status": cn.Status(int(sol.status)).name.lower(),
+        "status": status_name(sol.status),
         "iterations": int(sol.iterations),
         "time": t,
     }
@@ -333,13 +247,13 @@ def reference(prob, lam, args) -> dict:
 
 
 def bench_size(n, d, P, args) -> dict:
-    gv.log(f"\n=== n={n}, d={d}, P={P} (lam={args.lam:g}) ===")
-    prob = gv.make_problem(n, d, P, args.seed)
+    log(f"\n=== n={n}, d={d}, P={P} (lam={args.lam:g}) ===")
+    prob = make_problem(n, d, P, args.seed)
     lam = args.lam
     measure = make_measures(prob, lam)
     ref = reference(prob, lam, args)
     p_star, ref_viol = measure(ref["U"], ref["V"])
-    gv.log(
+    log(
         f"reference (convexnn AL float64, tol {args.ref_tol:g}): p* = {p_star:.12g}, gap {ref['gap']:.1e}, "
         f"viol {ref_viol:.1e}, {ref['status']}, {ref['iterations']} it, {ref['time']:.3g} s"
         + (f" (cached in {ref['path']})" if ref["path"] else "")
@@ -353,93 +267,82 @@ def bench_size(n, d, P, args) -> dict:
         admm = sweep_convexnn(prob, lam, p_star, measure, args, "admm", args.admm_tols)
         runs += admm
         # CG with and without the Nyström preconditioner, at the last ADMM tol run.
-        runs += sweep_convexnn(
-            prob,
-            lam,
-            p_star,
-            measure,
-            args,
-            "admm",
-            [admm[-1].tol],
-            admm_options=ADMMOptions(precondition=False),
-            label="convexnn-admm (no Nyström)",
-        )
+        no_nystrom = cn.ADMMOptions(precondition=False)
+        label = "convexnn-admm (no Nyström)"
+        runs += sweep_convexnn(prob, lam, p_star, measure, args, "admm", [admm[-1].tol], no_nystrom, label)
     if not args.no_scnn:
         runs += sweep_pyscnn(prob, lam, p_star, measure, args)
     if clarabel is not None:
         runs.append(clarabel)
+    write_records(args.records, runs, benchmark="relu", size=(n, d, P), lam=lam, p_star=p_star)
     return {"size": (n, d, P), "P_kept": prob.P, "p_star": p_star, "ref_gap": ref["gap"], "runs": runs}
 
 
-def best(runs, method_prefix, target):
-    ok = [r for r in runs if r.method.startswith(method_prefix) and r.reaches(target)]
-    return min(ok, key=lambda r: r.median) if ok else None
+# ------------------------------------------------------------------------------------------------
+# report
+# ------------------------------------------------------------------------------------------------
+
+
+def target_lines(runs: list[Run], target: float) -> list[str]:
+    """Each solver's time to target (its fastest tolerance that reaches it), against convexnn's fastest."""
+    best = {
+        name: fastest(runs, lambda r, name=name: r.method.startswith(name) and r.reaches(target)) for name in SOLVERS
+    }
+    quickest = fastest([best["convexnn-al"], best["convexnn-admm"]])
+    lines = ["", f"**Time to {target:g}** (fastest tolerance that reaches it):", ""]
+    for name, b in best.items():
+        longest = max((r.median for r in runs if r.method == name and r.ran), default=None)
+        if b is not None:
+            other = quickest and b is not quickest and not name.startswith("convexnn")
+            ratio = f" — {b.median / quickest.median:.1f}× convexnn's fastest" if other else ""
+            lines.append(f"- {name}: {fmt_time(b.median)} (tol {b.tol}){ratio}")
+        elif longest is not None:
+            ratio = f" — ≥ {longest / quickest.median:.1f}× convexnn's fastest" if quickest else ""
+            lines.append(f"- {name}: does not reach it; its longest run took {fmt_time(longest)}{ratio}")
+        else:
+            lines.append(f"- {name}: not run")
+    return lines + [""]
+
+
+def size_lines(res: dict, target: float) -> list[str]:
+    """One size's section: p*, every run, and the times to target."""
+    n, d, P = res["size"]
+    header = ("solver", "tol", "median time", "runs (min–max)", "iterations", "status", "rel. subopt", "violation")
+    rows = [
+        (r.method, "" if r.tol is None else f"{r.tol:g}", fmt_time(r.median) if r.ran else "–")
+        + (f"{fmt_range(r.times)} ({len(r.times)})" if r.ran else "–", r.iterations, r.status)
+        + (f"{r.rel:+.1e}", f"{r.viol:.1e}", r.note)
+        for r in res["runs"]
+    ]
+    return [
+        f"## n = {n}, d = {d}, P = {P} ({res['P_kept']} distinct patterns)",
+        "",
+        f"p* = {res['p_star']:.12g} (convexnn AL, float64, certified gap {res['ref_gap']:.1e})",
+        "",
+        *table((*header, "notes"), rows),
+        *target_lines(res["runs"], target),
+    ]
 
 
 def report(results, args, machine, load) -> str:
-    lines = [
-        "# Exact ReLU: convexnn (AL, ADMM) vs pyscnn AL and cvxpy + Clarabel",
-        "",
-        f"`python benchmarks/relu_vs_peers.py {' '.join(args.argv)}` on {args.date}; load average "
-        f"{load[0]:.2f} at start, {load[1]:.2f} at end.",
-        "",
-        "| machine | |",
-        "|---|---|",
-        *[f"| {k} | {v} |" for k, v in machine.items()],
-        "",
+    title = "Exact ReLU: convexnn (AL, ADMM) vs pyscnn AL and cvxpy + Clarabel"
+    head = report_head(title, "relu_vs_peers.py", args.argv, args.date, machine, load)
+    intro = (
         f"Squared loss, λ = {args.lam:g}, planted-teacher data, same gates and masks for every solver; timed runs "
         "in float32 (Clarabel: float64, its default tolerances). A run reaches the target when "
         f"|obj64 − p*|/|p*| ≤ {args.target:g} **and** the relative cone violation ≤ {args.target:g}, both "
         "measured in float64 from its weights. Times are medians over repeats (wall time of the call, "
-        "compile excluded for convexnn; pyscnn's includes its data conversion).",
-        "",
-    ]
-    for res in results:
-        n, d, P = res["size"]
-        lines += [
-            f"## n = {n}, d = {d}, P = {P} ({res['P_kept']} distinct patterns)",
-            "",
-            f"p* = {res['p_star']:.12g} (convexnn AL, float64, certified gap {res['ref_gap']:.1e})",
-            "",
-            "| solver | tol | median time | runs (min–max) | iterations | status | rel. subopt | violation | notes |",
-            "|---|---|---|---|---|---|---|---|---|",
-        ]
-        for r in res["runs"]:
-            times = "–" if math.isnan(r.times[0]) else gv.fmt_time(r.median)
-            rng = "–" if math.isnan(r.times[0]) else f"{gv.fmt_range(r.times)} ({len(r.times)})"
-            lines.append(
-                f"| {r.method} | {'' if r.tol is None else f'{r.tol:g}'} | {times} | {rng} | {r.iterations} | "
-                f"{r.status} | {r.rel:+.1e} | {r.viol:.1e} | {r.note} |"
-            )
-        cn_best = [
-            b
-            for b in (best(res["runs"], "convexnn-al", args.target), best(res["runs"], "convexnn-admm", args.target))
-            if b
-        ]
-        fastest = min(cn_best, key=lambda r: r.median) if cn_best else None
-        lines += ["", f"**Time to {args.target:g}** (fastest tolerance that reaches it):", ""]
-        for name in ("convexnn-al", "convexnn-admm", "pyscnn-al", "cvxpy+clarabel"):
-            b = best(res["runs"], name, args.target)
-            longest = max(
-                (r.median for r in res["runs"] if r.method == name and not math.isnan(r.times[0])), default=None
-            )
-            if b is not None:
-                ratio = (
-                    f" — {b.median / fastest.median:.1f}× convexnn's fastest"
-                    if fastest and b is not fastest and not name.startswith("convexnn")
-                    else ""
-                )
-                lines.append(f"- {name}: {gv.fmt_time(b.median)} (tol {b.tol}){ratio}")
-            elif longest is not None:
-                ratio = f" — ≥ {longest / fastest.median:.1f}× convexnn's fastest" if fastest else ""
-                lines.append(f"- {name}: does not reach it; its longest run took {gv.fmt_time(longest)}{ratio}")
-            else:
-                lines.append(f"- {name}: not run")
-        lines.append("")
-    return "\n".join(lines)
+        "compile excluded for convexnn; pyscnn's includes its data conversion)."
+    )
+    return document(head, (intro,), (size_lines(res, args.target) for res in results))
 
 
-def _methods(text: str) -> tuple[str, ...]:
+# ------------------------------------------------------------------------------------------------
+# command line
+# ------------------------------------------------------------------------------------------------
+
+
+def cn_methods(text: str) -> tuple[str, ...]:
     """--cn-methods: a comma-separated subset of al, admm (a typo is an error, not a silently empty table)."""
     methods = tuple(m.strip() for m in text.split(","))
     unknown = set(methods) - {"al", "admm"}
@@ -449,55 +352,43 @@ def _methods(text: str) -> tuple[str, ...]:
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--sizes", type=gv.parse_sizes, default="200x10x50,2000x50x200,10000x100x300")
+    p = cli.parser(__doc__, raw=True)
+    p.add_argument("--sizes", type=cli.parse_sizes, default="200x10x50,2000x50x200,10000x100x300")
     p.add_argument("--quick", action="store_true", help="200x10x50 only, 3 repeats, short limits")
     p.add_argument("--lam", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--target", type=float, default=1e-4)
-    p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--slow-repeats", type=int, default=1)
-    p.add_argument("--slow-s", type=float, default=20.0)
-    p.add_argument("--cn-tols", type=gv.parse_floats, default="1e-3,1e-4,1e-5,1e-6")
-    p.add_argument("--admm-tols", type=gv.parse_floats, default="1e-3,1e-4,1e-5")
+    cli.add_repeat_args(p, repeats=5, slow_repeats=1, slow_s=20.0)
+    p.add_argument("--cn-tols", type=cli.parse_floats, default="1e-3,1e-4,1e-5,1e-6")
+    p.add_argument("--admm-tols", type=cli.parse_floats, default="1e-3,1e-4,1e-5")
     p.add_argument("--cn-max-iters", type=int, default=20_000)
-    p.add_argument("--ref-tol", type=float, default=1e-10)
-    p.add_argument("--ref-max-iters", type=int, default=200_000)
+    cli.add_reference_args(p, "solve", None)
     p.add_argument("--ref-cache", type=Path, default=None, help="folder to keep reference solves in, and reuse them")
-    p.add_argument("--scnn-tols", type=gv.parse_floats, default="1e-6,1e-8,1e-10", help="first is pyscnn's default")
+    p.add_argument("--scnn-tols", type=cli.parse_floats, default="1e-6,1e-8,1e-10", help="first is pyscnn's default")
     p.add_argument("--scnn-time-limit", type=float, default=600.0)
     p.add_argument("--scnn-max-iters", type=int, default=10_000, help="AL's max_primal_iters (pyscnn's default)")
     p.add_argument("--scnn-slow-repeats", type=int, default=None, help="slow pyscnn runs' repeats (or --slow-repeats)")
     p.add_argument("--no-scnn", action="store_true")
     p.add_argument("--no-convexnn", action="store_true", help="peers only (e.g. beside a process with --no-scnn)")
-    p.add_argument("--cn-methods", type=_methods, default=("al", "admm"), help="convexnn methods to run (al,admm)")
+    p.add_argument("--cn-methods", type=cn_methods, default=("al", "admm"), help="convexnn methods to run (al,admm)")
     p.add_argument("--clarabel-max-n", type=int, default=2000)
     p.add_argument("--clarabel-time-limit", type=float, default=600.0)
     p.add_argument("--no-clarabel", action="store_true")
-    p.add_argument("--blas-threads", type=int, default=None)
-    p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "relu.md")
+    cli.add_output_args(p, cli.RESULTS / "relu.md", "limit pyscnn's OpenBLAS pools to this many threads")
     args = p.parse_args(argv)
-    args.argv = list(sys.argv[1:] if argv is None else argv)
     if args.quick:
         args.sizes, args.repeats = [(200, 10, 50)], 3
         args.scnn_time_limit = min(args.scnn_time_limit, 60.0)
         args.clarabel_time_limit = min(args.clarabel_time_limit, 120.0)
-    args.date = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
+    args.argv = list(sys.argv[1:] if argv is None else argv)
+    args.date = machine.now()
     return args
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    machine = gv.machine_description()
-    load0 = os.getloadavg()[0]
-    gv.log("machine: " + "; ".join(f"{k}: {v}" for k, v in machine.items()))
-    results = [bench_size(n, d, P, args) for (n, d, P) in args.sizes]
-    text = report(results, args, machine, (load0, os.getloadavg()[0]))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
-    gv.log("\n" + text)
-    gv.log(f"written to {args.out}")
-    return 0
+    # BLAS pools are limited around pyscnn's runs only (sweep_pyscnn), not around convexnn's.
+    return cli.run_sizes(args, bench_size, report, None, "its AL rows are reported not run")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Benchmark: row-sharded gated solves on 1, 2, 4 and 8 host devices, and peak memory at n = 10⁶.
 
-Two measurements, in one process with 8 forced host devices (XLA_FLAGS is set before JAX loads):
+Two measurements, in one process with 8 forced host devices (main() adds the XLA flag before JAX starts):
 
   time    (n, d, P) = (200000, 100, 256), float32, squared loss, planted-teacher data, Gaussian gates.
           For k = 1, 2, 4, 8 devices: `shard_rows` over k devices, then R-FISTA without polish run for
@@ -8,8 +8,11 @@ Two measurements, in one process with 8 forced host devices (XLA_FLAGS is set be
           (t(2M) − t(M)) / M from medians of --repeats warmed-up runs (set-up and compile excluded).
           Beside it: the bare sharded GEMM pair (forward X Wᵀ + masked adjoint Xᵀ R with its psum) that
           bounds an iteration, the objective (checked equal across k), and the bytes all-reduced per
-          iteration, read from the compiled HLO of one R-FISTA step (payload, and the 2(k−1)/k share a
-          ring all-reduce sends per device).
+          iteration, read from the compiled HLO of the solve (`jax.jit(solve_gated).lower(...)`): the
+          all-reduces in the body of its R-FISTA loop (the loop that all-reduces the (P, d, c) gradient),
+          line-search trials left out (each adds one scalar): payload, and the 2(k−1)/k share a ring
+          all-reduce sends per device. (results/sharding.md before 2026-12-06 counted the difference between
+          the HLO of two and one unrolled R-FISTA steps instead: 3 arrays, one scalar fewer than the loop body.)
   memory  (n, d, P) = (10⁶, 100, 256), float32, over 8 host devices: a few R-FISTA iterations, with the
           peak resident memory of the process (getrusage ru_maxrss: host copies and all 8 host "devices")
           against the per-device budget of docs/scaling.md and the 24 GiB target.
@@ -23,108 +26,86 @@ and correctness, not a speed-up (that needs one accelerator per shard; see docs/
 
 from __future__ import annotations
 
+import argparse
+import datetime
 import os
+import re
+import resource
+import time
 
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
-os.environ.setdefault("JAX_PLATFORMS", "cpu")
+import jax
+import jax.numpy as jnp
+import numpy as np
+from common import machine
+from common.problems import planted_rows
+from common.records import status_name
+from common.tables import machine_table, table
+from common.timing import median_time
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as Spec
 
-import argparse  # noqa: E402
-import datetime  # noqa: E402
-import platform  # noqa: E402
-import re  # noqa: E402
-import resource  # noqa: E402
-import statistics  # noqa: E402
-import time  # noqa: E402
+import convexnn as cn
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-
-import convexnn as cn  # noqa: E402
-from convexnn import operators  # noqa: E402
-from convexnn._rows import row_total  # noqa: E402
-from convexnn.sharding import replicate, run_sharded  # noqa: E402
-from convexnn.solvers import fista, objectives  # noqa: E402
-
-_ALL_REDUCE = re.compile(r"= (\(.*?\)|\S+) all-reduce(?:-start)?\(")
-_ARRAY = re.compile(r"\b(pred|[a-z]+\d+)\[([\d,]*)\]")
-_BYTES = {"pred": 1, "s8": 1, "u8": 1, "s32": 4, "u32": 4, "f32": 4, "s64": 8, "u64": 8, "f64": 8, "bf16": 2}
-
-
-def problem(n: int, d: int, P: int, dtype, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Planted teacher y = relu(X W*) α* + noise, with a bias column, and masks from Gaussian gates (host arrays)."""
-    rng = np.random.default_rng(seed)
-    X = np.empty((n, d), dtype)
-    X[:, :-1] = rng.standard_normal((n, d - 1), dtype=np.float32)
-    X[:, -1] = 1
-    W_t = rng.standard_normal((d, 4)).astype(dtype)
-    y = (np.maximum(X @ W_t, 0) @ rng.standard_normal(4).astype(dtype)).astype(dtype)
-    y += 0.1 * rng.standard_normal(n).astype(dtype)
-    gates = rng.standard_normal((d, P)).astype(dtype)
-    masks = np.empty((n, P), bool)
-    for start in range(0, n, 1 << 16):  # in blocks: no n×P float temporary
-        masks[start : start + (1 << 16)] = X[start : start + (1 << 16)] @ gates >= 0
-    return X, y, masks
+HEAD = re.compile(r"^(?:ENTRY )?%(\S+) .*\{\s*$")
+WHILE_BODY = re.compile(r" while\(.*\bbody=%([\w.\-]+)")
+ALL_REDUCE = re.compile(r"= (\(.*?\)|\S+) all-reduce(?:-start)?\(")
+ARRAY = re.compile(r"\b(pred|[a-z]+\d+)\[([\d,]*)\]")
+BYTES = {"pred": 1, "s8": 1, "u8": 1, "s32": 4, "u32": 4, "f32": 4, "s64": 8, "u64": 8, "f64": 8, "bf16": 2}
 
 
 def mesh_of(k: int) -> jax.sharding.Mesh:
     return jax.make_mesh((k,), ("data",), devices=jax.devices()[:k])
 
 
-def timed(fn, repeats: int) -> tuple[float, float, object]:
-    """(median, spread max − min) of wall times of warmed-up fn(), and its last result."""
-    out = jax.block_until_ready(fn())  # warm-up: compile
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = jax.block_until_ready(fn())
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), max(times) - min(times), out
-
-
 def gemm_pair(data: cn.RowSharded):
-    """The bare work bounding one iteration: ŷ = rowsum(masks ⊙ X Wᵀ) and Aᵀ(ŷ − y) with its psum."""
+    """The bare work bounding one iteration, per row shard under `shard_map`: ŷ = rowsum(masks ⊙ X Wᵀ) and
+    Aᵀ(ŷ − y), with its psum over the rows' axis (padding rows have masks False: they add nothing)."""
 
-    def local(X, Y, masks, rows, W):
-        z = operators.gated_forward(X, masks, W)
-        return row_total(operators.gated_adjoint(X, masks, z - Y), rows)
+    def local(X, Y, masks, W):
+        z = cn.operators.gated_forward(X, masks, W)
+        return jax.lax.psum(cn.operators.gated_adjoint(X, masks, z - Y), data.axis)
 
-    return jax.jit(lambda data, W: run_sharded(local, data, W))
-
-
-def step_hlo(data: cn.RowSharded, loss: cn.Squared, steps: int) -> str:
-    """Compiled HLO of the solver's set-up plus `steps` R-FISTA steps on the sharded data."""
-    P, d, c = data.shape
-    N = data.normaliser(loss)
-
-    def run(data, lam, W):
-        def local(X, Y, masks, rows, lam, W):
-            obj = objectives.GatedObjective(X=X, masks=masks, y=Y, loss=loss, N=N, rows=rows)
-            s = fista.init_state(obj, lam, W, step0=jnp.ones((), W.dtype))
-            for _ in range(steps):
-                s = fista.fista_step(obj, lam, s, fista.FistaOptions())
-            return s.W, s.G_v, s.objective, s.gap, s.step
-
-        return run_sharded(local, data, lam, W)
-
-    W0 = jnp.zeros((P, d, c), data.X.dtype)
-    return jax.jit(run).lower(data, jnp.asarray(0.1, data.X.dtype), W0).compile().as_text()
+    rows = Spec(data.axis)
+    mapped = jax.jit(jax.shard_map(local, mesh=data.mesh, in_specs=(rows, rows, rows, Spec()), out_specs=Spec()))
+    return lambda W: mapped(data.X, data.y, data.masks, W)
 
 
-def all_reduce_bytes(hlo: str) -> tuple[int, int]:
-    """(number of arrays all-reduced, their total bytes) in a compiled HLO module."""
-    count = total = 0
-    for shapes in _ALL_REDUCE.findall(hlo):
-        for dtype, dims in _ARRAY.findall(shapes):
-            count += 1
-            total += _BYTES[dtype] * int(np.prod([int(x) for x in dims.split(",") if x]))
-    return count, total
+def hlo_computations(hlo: str) -> dict[str, list[str]]:
+    """The instructions of each computation of a compiled HLO module's text, by name."""
+    comps: dict[str, list[str]] = {}
+    current = None
+    for line in hlo.splitlines():
+        head = None if line.startswith(" ") else HEAD.match(line)
+        if head:
+            current = comps.setdefault(head.group(1), [])
+        elif line.startswith("}"):
+            current = None
+        elif current is not None:
+            current.append(line)
+    return comps
 
 
-def bytes_per_iteration(data: cn.RowSharded) -> tuple[int, int]:
-    """All-reduced arrays and bytes one R-FISTA step adds (two steps' HLO minus one step's)."""
-    one, two = (all_reduce_bytes(step_hlo(data, cn.Squared(), k)) for k in (1, 2))
-    return two[0] - one[0], two[1] - one[1]
+def all_reduce_arrays(lines: list[str]) -> list[tuple[str, str]]:
+    """(dtype, dims) of every array all-reduced by these instructions (a tuple all-reduce counts each)."""
+    return [array for line in lines for shapes in ALL_REDUCE.findall(line) for array in ARRAY.findall(shapes)]
+
+
+def bytes_per_iteration(data: cn.RowSharded, lam: float) -> tuple[int, int]:
+    """(arrays, bytes) all-reduced by one R-FISTA iteration of the compiled sharded solve: the all-reduces in
+    the body of the loop that all-reduces the (P, d, c) gradient (nested loops, the line search's trials, left
+    out)."""
+    solve = jax.jit(lambda data, lam: cn.solve_gated(data, lam=lam, tol=1e-30, max_iters=2, polish=False))
+    comps = hlo_computations(solve.lower(data, lam).compile().as_text())
+    gradient = ",".join(str(v) for v in data.shape)
+    bodies = {body for lines in comps.values() for line in lines for body in WHILE_BODY.findall(line)}
+    found = [
+        arrays for b in bodies if (arrays := all_reduce_arrays(comps[b])) and any(d == gradient for _, d in arrays)
+    ]
+    if len(found) != 1:
+        raise RuntimeError(f"expected one loop body all-reducing the ({gradient}) gradient; found {len(found)}")
+    (arrays,) = found
+    total = sum(BYTES[dtype] * int(np.prod([int(x) for x in dims.split(",") if x])) for dtype, dims in arrays)
+    return len(arrays), total
 
 
 def per_device_budget(n: int, d: int, P: int, c: int, k: int, itemsize: int) -> int:
@@ -134,38 +115,51 @@ def per_device_budget(n: int, d: int, P: int, c: int, k: int, itemsize: int) -> 
     return rows * (d * itemsize + P + 1 + 8 * c * itemsize) + 2 * rows * P * c * itemsize + 20 * P * d * c * itemsize
 
 
+def time_row(data: cn.RowSharded, k: int, lam: float, args) -> tuple:
+    """One device count's row: time per iteration, spread, GEMM pair, objective and all-reduced bytes."""
+    P, d, _ = data.shape
+    results = {
+        m: median_time(
+            lambda iters=m * args.iters: cn.solve_gated(data, lam=lam, tol=1e-30, max_iters=iters, polish=False),
+            args.repeats,
+        )
+        for m in (1, 2)
+    }
+    per_iter = (results[2][0] - results[1][0]) / args.iters
+    spread = (results[2][1] + results[1][1]) / args.iters
+    W0 = np.random.default_rng(1).standard_normal((P, d, 1)) * 0.01
+    W = jax.device_put(jnp.asarray(W0, data.X.dtype), NamedSharding(data.mesh, Spec()))
+    pair = gemm_pair(data)
+    t_gemm, _, _ = median_time(lambda: pair(W), args.repeats)
+    n_ar, b_ar = bytes_per_iteration(data, lam)
+    return per_iter, spread, t_gemm, float(results[2][2].objective), n_ar, b_ar
+
+
 def run_time(args, out: list[str]) -> None:
     n, d, P = args.time_size
     dtype = np.dtype(args.dtype)
-    X, y, masks = problem(n, d, P, dtype)
-    lam = None
-    ref_objective = None
+    X, y, masks = planted_rows(n, d, P, dtype)
+    lam = ref_objective = None
     out.append(f"\n### time per iteration, (n, d, P) = ({n}, {d}, {P}), {dtype.name}, R-FISTA without polish\n")
-    out.append(
-        "| devices | rows/device | time/iter | spread | GEMM pair | iter/GEMM | objective | rel. to 1 device "
-        "| all-reduces/iter | bytes/iter (payload) | bytes/iter/device (ring) |"
+    header = (
+        "devices",
+        "rows/device",
+        "time/iter",
+        "spread",
+        "GEMM pair",
+        "iter/GEMM",
+        "objective",
+        "rel. to 1 device",
+        "all-reduces/iter",
+        "bytes/iter (payload)",
+        "bytes/iter/device (ring)",
     )
-    out.append("|---|---|---|---|---|---|---|---|---|---|---|")
+    out += table(header, [])
     print("\n".join(out[-3:]), flush=True)
     for k in args.devices:
         data = cn.shard_rows(mesh_of(k), X, y, masks)
-        if lam is None:
-            lam = args.lam_ratio * float(cn.lam_max(data))
-        budget = {m: m * args.iters for m in (1, 2)}
-        results = {}
-        for m, iters in budget.items():
-            results[m] = timed(
-                lambda iters=iters: cn.solve_gated(data, lam=lam, tol=1e-30, max_iters=iters, polish=False),
-                args.repeats,
-            )
-        sol = results[2][2]
-        per_iter = (results[2][0] - results[1][0]) / args.iters
-        spread = (results[2][1] + results[1][1]) / args.iters
-        W = replicate(data, jnp.asarray(np.random.default_rng(1).standard_normal((P, d, 1)) * 0.01, dtype))
-        f = gemm_pair(data)
-        t_gemm, _, _ = timed(lambda f=f, W=W: f(data, W), args.repeats)
-        n_ar, b_ar = bytes_per_iteration(data)
-        objective = float(sol.objective)
+        lam = args.lam_ratio * float(cn.lam_max(data)) if lam is None else lam
+        per_iter, spread, t_gemm, objective, n_ar, b_ar = time_row(data, k, lam, args)
         ref_objective = objective if ref_objective is None else ref_objective
         rel = abs(objective - ref_objective) / abs(ref_objective)
         out.append(
@@ -180,7 +174,7 @@ def run_memory(args, out: list[str]) -> None:
     k = max(args.devices)
     dtype = np.dtype(args.dtype)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    X, y, masks = problem(n, d, P, dtype, seed=1)
+    X, y, masks = planted_rows(n, d, P, dtype, seed=1)
     data = cn.shard_rows(mesh_of(k), X, y, masks)
     del X, y, masks  # the host copies go; the device shards stay
     lam = args.lam_ratio * float(cn.lam_max(data))
@@ -191,20 +185,23 @@ def run_memory(args, out: list[str]) -> None:
     budget = per_device_budget(n, d, P, 1, k, dtype.itemsize)
     gib = 1 << 30
     out.append(f"\n### memory, (n, d, P) = ({n}, {d}, {P}), {dtype.name}, {k} host devices\n")
-    out.append("| iterations | seconds (incl. compile) | objective | status | peak RSS | budget × devices | target |")
-    out.append("|---|---|---|---|---|---|---|")
-    print("\n".join(out[-3:]), flush=True)
-    status = cn.Status(int(sol.status)).name.lower()
-    out.append(
-        f"| {int(sol.iterations)} | {seconds:.1f} | {float(sol.objective):.7g} | {status} | {peak / gib:.2f} GiB "
-        f"(at start: {before / gib:.2f}) | {k * budget / gib:.2f} GiB | {args.memory_target:g} GiB |"
+    header = ("iterations", "seconds (incl. compile)", "objective", "status", "peak RSS", "budget × devices", "target")
+    row = (
+        int(sol.iterations),
+        f"{seconds:.1f}",
+        f"{float(sol.objective):.7g}",
+        status_name(sol.status),
+        f"{peak / gib:.2f} GiB (at start: {before / gib:.2f})",
+        f"{k * budget / gib:.2f} GiB",
+        f"{args.memory_target:g} GiB",
     )
-    print(out[-1], flush=True)
+    out += table(header, [row])
+    print("\n".join(out[-4:]), flush=True)
     if peak > args.memory_target * gib:
         raise SystemExit(f"peak resident memory {peak / gib:.2f} GiB exceeds the {args.memory_target} GiB target")
 
 
-def main(argv=None) -> None:
+def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, a smoke run of both measurements")
     parser.add_argument("--only", choices=["time", "memory"], help="run one measurement")
@@ -217,15 +214,24 @@ def main(argv=None) -> None:
     parser.add_argument("--memory-target", type=float, default=24.0, help="GiB")
     parser.add_argument("--out", help="append the markdown tables to this file")
     args = parser.parse_args(argv)
-    if args.dtype == "float64":
-        jax.config.update("jax_enable_x64", True)
     args.time_size = (4000, 20, 32) if args.quick else (200_000, 100, 256)
     args.memory_size = (20_000, 20, 32) if args.quick else (1_000_000, 100, 256)
     if args.quick:
         args.iters, args.repeats, args.memory_iters = 50, 5, 3  # many cheap iterations: timer noise averages out
+    return args
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    machine.force_host_devices(8)
+    if args.dtype == "float64":
+        machine.enable_x64()
+    machine.check_devices(max(args.devices))
     out = [
         f"## convexnn sharding benchmark — {datetime.date.today()}",
-        f"machine: {platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}; jax {jax.__version__}; "
+        "",
+        *machine_table(machine.machine_description(blas=False), (os.getloadavg()[0],)),
+        "",
         f"{jax.device_count()} host devices; {'quick' if args.quick else 'full'} sizes",
     ]
     print("\n".join(out), flush=True)
