@@ -17,7 +17,7 @@ from sklearn.model_selection import KFold, StratifiedKFold, train_test_split  # 
 from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
 
 import convexnn as cn  # noqa: E402
-from convexnn import estimators  # noqa: E402
+from convexnn import _estimator_base, estimators  # noqa: E402
 from convexnn.estimators import (  # noqa: E402
     ConvexReLUClassifier,
     ConvexReLUClassifierCV,
@@ -210,13 +210,13 @@ def test_regressor_cv_scores_are_those_of_separate_fits(monkeypatch, scoring):
     X, y = load_diabetes(return_X_y=True)
     X, y = X[:150], y[:150]
     shapes = []
-    real_solve_path = estimators.solve_path
+    real_solve_path = _estimator_base.solve_path
 
     def recording(X, *args, **kwargs):
         shapes.append(X.shape)
         return real_solve_path(X, *args, **kwargs)
 
-    monkeypatch.setattr(estimators, "solve_path", recording)
+    monkeypatch.setattr(_estimator_base, "solve_path", recording)
     common = dict(n_gates=8, tol=1e-9, max_iter=50_000, dtype="float64", random_state=0)
     cv = KFold(3, shuffle=True, random_state=0)
     est = ConvexReLURegressorCV(lams=[0.01, 0.3, 0.1], cv=cv, cv_tol=1e-9, scoring=scoring, **common).fit(X, y)
