@@ -82,3 +82,12 @@ def random_operands(seed: int, n: int, d: int, p: int, c: int | None = None, dty
     W = jnp.asarray(rng.standard_normal(wshape), dtype)
     R = jnp.asarray(rng.standard_normal(rshape), dtype)
     return X, masks, W, R
+
+
+def relu_optimum(p: Problem, lam: float) -> float:
+    """p* of the exact ReLU program of `p` at λ: cvxpy + Clarabel in float64 on the targets as the solvers see them."""
+    from convexnn import losses
+
+    from .reference import clarabel_relu
+
+    return clarabel_relu(p.X, losses.get_loss(p.loss).prepare_targets(np.asarray(p.y)), p.masks, lam, p.loss)

@@ -1,7 +1,8 @@
-"""Networks read off solutions: one λ of a path, single samples, and save/load round trips."""
+"""Networks read off solutions: the convex optimum recovered, one λ of a path, single samples, save/load round trips."""
 
 from __future__ import annotations
 
+import functools
 import io
 
 import jax
@@ -10,7 +11,6 @@ import numpy as np
 import pytest
 
 import convexnn as cn
-from convexnn.networks import Network
 
 from . import helpers
 
@@ -28,11 +28,49 @@ def _network(rng, d, m, c, gated, squeeze, dtype=jnp.float64):
     W1 = jnp.asarray(rng.standard_normal((d, m)), dtype)
     w2 = jnp.asarray(rng.standard_normal((m, c)), dtype)
     gates = jnp.asarray(rng.standard_normal((d, m)), dtype) if gated else None
-    return Network(W1=W1, w2=w2, gates=gates, squeeze=squeeze)
+    return cn.Network(W1=W1, w2=w2, gates=gates, squeeze=squeeze)
 
 
 def _lams(num=3):
     return cn.lam_grid(0.5, num=num, ratio=1e-2)
+
+
+# -------------------------------------------------------------------------------------- the recovered network
+
+RECOVERY = {  # test_relu.py's problems
+    "teacher": functools.partial(helpers.teacher, n=200, d=6, P=20, seed=2),
+    "breast_cancer": functools.partial(helpers.breast_cancer, n=200, P=10),
+}
+
+
+@pytest.mark.parametrize("name,lam", [("teacher", 1e-2), ("breast_cancer", 1e-3)])
+def test_recovered_network_attains_the_convex_optimum(name, lam):
+    p = RECOVERY[name]()
+    sol = cn.solve_relu(p.X, p.y, p.masks, lam, loss=p.loss, tol=1e-9, constraint_tol=1e-9)
+    net = cn.to_network(sol)
+    value = float(cn.network_objective(net, p.X, p.y, lam, loss=p.loss))
+    np.testing.assert_allclose(value, float(sol.objective), rtol=1e-8)
+    np.testing.assert_allclose(value, helpers.relu_optimum(p, lam), rtol=1e-6)
+    U, V = sol.weights
+    convex_pred = cn.operators.gated_forward(p.X, p.masks, U - V)
+    np.testing.assert_allclose(net(p.X), convex_pred, atol=1e-6 * float(jnp.max(jnp.abs(convex_pred))))
+    pruned = net.prune()
+    assert pruned.width == int(jnp.sum(cn.prox.group_norms(U) > 0) + jnp.sum(cn.prox.group_norms(V) > 0))
+    np.testing.assert_allclose(pruned(p.X), net(p.X), rtol=1e-12, atol=1e-12)
+
+
+def test_gated_network_keeps_its_gates():
+    rng = np.random.default_rng(0)
+    X = jnp.asarray(np.hstack([rng.standard_normal((80, 4)), np.ones((80, 1))]))
+    y = jnp.sin(X[:, 0]) + X[:, 1]
+    gates = cn.sample_gates(jax.random.key(1), 5, 12, dtype=jnp.float64)
+    masks = cn.activation_masks(X, gates)
+    sol = cn.solve_gated(X, y, masks, 1e-3, tol=1e-10)
+    net = cn.to_network(sol, gates)
+    np.testing.assert_allclose(net(X), cn.operators.gated_forward(X, masks, sol.weights), atol=1e-10)
+    np.testing.assert_allclose(float(cn.network_objective(net, X, y, 1e-3)), float(sol.objective), rtol=1e-10)
+    with pytest.raises(ValueError, match="needs its gates"):
+        cn.to_network(sol)
 
 
 # ----------------------------------------------------------------------------------------------- one λ of a path
@@ -118,7 +156,7 @@ def test_save_and_load_rebuild_the_network_exactly(tmp_path, dtype, gated, squee
     net = _network(np.random.default_rng(4), d=5, m=7, c=1 if squeeze else 3, gated=gated, squeeze=squeeze, dtype=dtype)
     path = tmp_path / "net.npz"
     net.save(path)
-    back = Network.load(path)
+    back = cn.Network.load(path)
     assert (back.gates is None) == (not gated) and back.squeeze == squeeze
     for a, b in [(net.W1, back.W1), (net.w2, back.w2)] + ([(net.gates, back.gates)] if gated else []):
         assert a.dtype == b.dtype and a.shape == b.shape
@@ -129,7 +167,7 @@ def test_save_and_load_rebuild_the_network_exactly(tmp_path, dtype, gated, squee
     buffer = io.BytesIO()
     net.save(buffer)
     buffer.seek(0)
-    np.testing.assert_array_equal(np.asarray(Network.load(buffer)(X)), np.asarray(net(X)))
+    np.testing.assert_array_equal(np.asarray(cn.Network.load(buffer)(X)), np.asarray(net(X)))
     net.save(tmp_path / "plain")
     assert (tmp_path / "plain").exists() and not (tmp_path / "plain.npz").exists()
 
@@ -138,17 +176,17 @@ def test_a_gated_network_from_a_solve_loads_with_its_gates(tmp_path, gated_probl
     X, y, gates, masks = gated_problem
     net = cn.to_network(cn.solve_gated(X, y, masks, 1e-2, tol=1e-8), gates)
     net.save(tmp_path / "gated.npz")
-    back = Network.load(tmp_path / "gated.npz")
+    back = cn.Network.load(tmp_path / "gated.npz")
     assert back.gates is not None
     np.testing.assert_array_equal(np.asarray(back(X)), np.asarray(net(X)))
     # The gates change the function: a plain ReLU net with the same weights predicts otherwise.
-    assert not np.allclose(np.asarray(Network(W1=back.W1, w2=back.w2, squeeze=True)(X)), np.asarray(net(X)))
+    assert not np.allclose(np.asarray(cn.Network(W1=back.W1, w2=back.w2, squeeze=True)(X)), np.asarray(net(X)))
 
 
 def test_bfloat16_networks_round_trip(tmp_path):
     net = _network(np.random.default_rng(6), d=3, m=4, c=2, gated=True, squeeze=False, dtype=jnp.bfloat16)
     net.save(tmp_path / "bf16.npz")
-    back = Network.load(tmp_path / "bf16.npz")
+    back = cn.Network.load(tmp_path / "bf16.npz")
     assert back.W1.dtype == jnp.bfloat16
     np.testing.assert_array_equal(np.asarray(back.W1, np.float32), np.asarray(net.W1, np.float32))
 
@@ -156,7 +194,7 @@ def test_bfloat16_networks_round_trip(tmp_path):
 def test_load_refuses_what_is_not_a_saved_network(tmp_path):
     def refused(path, match="is not a Network saved by Network.save"):
         with pytest.raises(ValueError, match=match):
-            Network.load(path)
+            cn.Network.load(path)
 
     (tmp_path / "text").write_text("hello")
     refused(tmp_path / "text")

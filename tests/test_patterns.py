@@ -1,4 +1,5 @@
-"""Gates, the masks they induce and mask de-duplication, checked against numpy and plain Python loops."""
+"""Gates, the masks they induce, mask de-duplication and enumeration, checked against numpy, plain Python loops
+and (for enumeration) the global optimum of the non-convex network."""
 
 from __future__ import annotations
 
@@ -6,10 +7,12 @@ import hypothesis.extra.numpy as hnp
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import convexnn as cn
 from convexnn import patterns
 
 # Under the test runner the jaxtyping annotations see a bad shape before the function body does, and
@@ -250,3 +253,64 @@ def test_deduplicate_masks_property(m, drop_empty):
     assert np.unique(unique, axis=1).shape[1] == unique.shape[1]
     if drop_empty:
         assert unique.any(axis=0).all()
+
+
+# ---------------------------------------------------------------------------------------------- enumerate_masks
+
+
+def _toy(n=30, seed=0):
+    rng = np.random.default_rng(seed)
+    X = np.hstack([rng.uniform(-1, 1, (n, 2)), np.ones((n, 1))])
+    y = np.sin(3 * X[:, 0]) * X[:, 1] + 0.1 * rng.standard_normal(n)
+    return jnp.asarray(X), jnp.asarray(y)
+
+
+@pytest.mark.parametrize("n", [5, 12, 30])
+def test_enumeration_counts_every_pattern_of_2d_points(n):
+    X, _ = _toy(n, seed=n)
+    masks = cn.enumerate_masks(X)
+    assert masks.shape == (n, n * n - n + 2)  # the arrangement bound, exact in general position
+    assert np.unique(np.asarray(masks), axis=1).shape[1] == masks.shape[1]
+    sampled = np.unique(np.asarray(X) @ np.random.default_rng(0).standard_normal((3, 20_000)) >= 0, axis=1)
+    assert set(map(bytes, np.asarray(masks).T)) >= set(map(bytes, sampled.T))
+
+
+def test_enumeration_refuses_high_dimensions():
+    with pytest.raises(ValueError, match="d <= 3"):
+        cn.enumerate_masks(jnp.ones((10, 4)))
+
+
+def test_no_adam_run_beats_the_global_optimum():
+    """With every pattern enumerated, the convex optimum is the non-convex network's global optimum."""
+    X, y = _toy(20, seed=4)  # 382 patterns
+    lam = 3e-3
+    masks = cn.enumerate_masks(X)
+    sol = cn.solve_relu(X, y, masks, lam, tol=1e-9, constraint_tol=1e-9, max_iters=100_000)
+    assert sol.status == cn.Status.CONVERGED
+    net = cn.to_network(sol).prune()
+    optimum = float(sol.objective)
+    np.testing.assert_allclose(float(cn.network_objective(net, X, y, lam)), optimum, rtol=1e-7)
+
+    width = max(net.width, 8)
+
+    def objective(params):
+        return cn.network_objective(cn.Network(W1=params[0], w2=params[1], squeeze=True), X, y, lam)
+
+    opt = optax.adam(1e-2)
+
+    def train(key):
+        k1, k2 = jax.random.split(key)
+        params = (jax.random.normal(k1, (3, width)) / np.sqrt(3), jax.random.normal(k2, (width, 1)) / np.sqrt(width))
+
+        def step(carry, _):
+            params, state = carry
+            grads = jax.grad(objective)(params)
+            updates, state = opt.update(grads, state, params)
+            return (optax.apply_updates(params, updates), state), None
+
+        (params, _), _ = jax.lax.scan(step, (params, opt.init(params)), None, length=4000)
+        return objective(params)
+
+    with jax.numpy_dtype_promotion("standard"):  # optax's bias correction mixes int and float
+        finals = jax.jit(jax.vmap(train))(jax.random.split(jax.random.key(0), 10))
+    assert np.all(np.asarray(finals) >= optimum * (1 - 1e-6)), (np.asarray(finals), optimum)
