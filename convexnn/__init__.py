@@ -2,8 +2,8 @@
 
 from . import baselines as baselines
 from . import certificates as certificates
-from . import losses as losses
 from . import linalg as linalg
+from . import losses as losses
 from . import operators as operators
 from . import options as options
 from . import path as path
@@ -19,6 +19,8 @@ from .losses import CrossEntropy as CrossEntropy
 from .losses import Logistic as Logistic
 from .losses import Squared as Squared
 from .networks import Network as Network
+from .networks import network_objective as network_objective
+from .networks import to_network as to_network
 from .options import ADMMOptions as ADMMOptions
 from .options import ALOptions as ALOptions
 from .options import FistaOptions as FistaOptions
@@ -26,8 +28,6 @@ from .options import GatedOptions as GatedOptions
 from .options import NewtonOptions as NewtonOptions
 from .options import PolishOptions as PolishOptions
 from .options import StallOptions as StallOptions
-from .networks import network_objective as network_objective
-from .networks import to_network as to_network
 from .path import lam_grid as lam_grid
 from .path import plot_path as plot_path
 from .path import solve_path as solve_path

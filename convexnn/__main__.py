@@ -143,21 +143,10 @@ def _train_adam(args, X, Y, lam, loss, structure, budget, lower):
     key = jax.random.key(args.seed + 1)
     steps = args.adam_chunk
 
+    settings = dict(optimizer=optimizer, steps=steps, key=key, loss=loss, gates=gates, w2_mask=w2_mask)
+
     def train(init, state):
-        return baselines.train_network(
-            X,
-            Y,
-            width,
-            lam,
-            optimizer=optimizer,
-            steps=steps,
-            key=key,
-            loss=loss,
-            gates=gates,
-            w2_mask=w2_mask,
-            init=init,
-            opt_state=state,
-        )
+        return baselines.train_network(X, Y, width, lam, init=init, opt_state=state, **settings)
 
     t0 = time.perf_counter()
     jax.block_until_ready(train(None, None))
@@ -225,7 +214,7 @@ def _plot(path: str, convex_trace, adam_trace, title: str, model: str, adam_labe
     return True
 
 
-def main(argv: list[str] | None = None) -> None:
+def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m convexnn", description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", default="digits", choices=["digits", "diabetes"])
     parser.add_argument("--model", default="gated", choices=["gated", "relu"], help="convex program (default gated)")
@@ -241,8 +230,96 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--plot", default="convexnn_demo.png", help="PNG of objective vs time ('' for none)")
     parser.add_argument("--float64", action="store_true", help="solve in float64 (default float32)")
     parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
 
+
+def _targets(args, loss, ytr, yte):
+    """(y to fit, train and test targets as (n, c) for scoring)."""
+    if args.dataset == "digits":
+        # One-hot targets for the squared loss, as scnn does for classification.
+        ytr_fit = np.eye(10)[ytr] if isinstance(loss, losses.Squared) else ytr
+        return ytr_fit, np.eye(10)[ytr], np.eye(10)[yte]
+    if not isinstance(loss, losses.Squared):
+        raise SystemExit("diabetes is a regression dataset: use --loss squared")
+    return ytr, ytr[:, None], yte[:, None]
+
+
+def _neurons(net) -> int:
+    return int(jnp.sum(jnp.any(net.W1 != 0, axis=0) & jnp.any(net.w2 != 0, axis=1)))
+
+
+class _Table:
+    """The demo's result table: one column per method, the same rows in each."""
+
+    def __init__(self, args, loss, data, unit: float, low: float):
+        self.Xtr, self.Xte, self.Ytr, self.Yte, self.dtype = data
+        classify_with_squares = args.dataset == "digits" and isinstance(loss, losses.Squared)
+        self.metric = losses.CrossEntropy().metric if classify_with_squares else loss.metric
+        self.name = "MSE (standardized y)" if args.dataset == "diabetes" else "accuracy"
+        self.unit, self.low = unit, low
+        self.columns: dict[str, dict[str, str]] = {}
+
+    def _score(self, network, X, Y) -> str:
+        pred = network(X)
+        pred = pred[:, None] if pred.ndim == 1 else pred
+        return f"{float(self.metric(pred, jnp.asarray(Y, self.dtype))):.4f}"
+
+    def add(self, head, status, objective, bound, relative, steps, net, used, width, compile_time, run_time):
+        self.columns[head] = {
+            "status": status,
+            "objective": f"{objective:.8g}",
+            "objective − p* ≤ (certified)": bound,
+            "relative: ÷ max(u, |objective|)": relative,
+            "iterations / steps": f"{steps}",
+            f"train {self.name}": self._score(net, self.Xtr, self.Ytr),
+            f"test {self.name}": self._score(net, self.Xte, self.Yte),
+            "neurons used": f"{used} of {width}",
+            "time (with compile)": f"{compile_time + run_time:.2f} s",
+            "time (compiled)": f"{run_time:.3f} s",
+        }
+
+    def print(self) -> None:
+        keys = list(next(iter(self.columns.values())))
+        key_width = max(len(k) for k in keys)
+        widths = [max(len(head), *(len(col[k]) for k in keys)) for head, col in self.columns.items()]
+        header = "  ".join(f"{head:<{w}}" for head, w in zip(self.columns, widths, strict=True))
+        print(f"  {'':<{key_width}}  {header}")
+        for k in keys:
+            cells = "  ".join(f"{col[k]:<{w}}" for col, w in zip(self.columns.values(), widths, strict=True))
+            print(f"  {k:<{key_width}}  {cells}")
+
+
+def _baseline(args, table: _Table, net, neurons, fit, solve_time, trace) -> float:
+    """Adam on the same objective for as long as the convex solve took; its column in the table, and its plot."""
+    Xtr_j, ytr_fit, lam, loss = fit
+    covered = args.model == "gated"
+    if covered:
+        # The same network: neuron (i, k) has gate g_i and feeds output k. Its global minimum is p*, the
+        # convex optimum, so objective − (convex objective − gap) bounds Adam's distance to it.
+        c = net.w2.shape[1]
+        structure = (net.width, net.gates, np.tile(np.eye(c, dtype=bool), (args.gates, 1)))
+        lower, head = table.low, "Adam (same gated net)"
+    else:
+        structure, lower, head = (max(neurons, 1), None, None), None, "Adam (unrestricted ReLU net)"
+    adam_net, adam_obj, steps, adam_compile, adam_time, adam_trace = _train_adam(
+        args, Xtr_j, ytr_fit, lam, loss, structure, solve_time, lower
+    )
+    above = adam_obj - table.low
+    bound = f"{above:.3g}" if covered else "not covered"
+    relative = f"{above / max(table.unit, abs(adam_obj)):.3g}" if covered else "—"
+    used = _neurons(adam_net)
+    table.add(
+        head, "time budget", adam_obj, bound, relative, steps, adam_net, used, structure[0], adam_compile, adam_time
+    )
+    if args.plot:
+        title = f"{args.dataset}: λ = {lam:g}, P = {args.gates}"
+        if _plot(args.plot, trace, adam_trace, title, args.model, head, covered):
+            print(f"plot of objective vs time: {args.plot}")
+    return adam_obj
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parse(argv)
     if args.float64:
         jax.config.update("jax_enable_x64", True)
     dtype = jnp.float64 if args.float64 else jnp.float32
@@ -250,17 +327,7 @@ def main(argv: list[str] | None = None) -> None:
     lam = args.lam if args.lam is not None else (1e-3 if args.dataset == "digits" else 1e-2)
 
     Xtr, Xte, ytr, yte = _load(args.dataset, args.seed)
-    if args.dataset == "digits":
-        if isinstance(loss, losses.Squared):  # one-hot targets, as scnn does for classification
-            ytr_fit = np.eye(10)[ytr]
-        else:
-            ytr_fit = ytr
-        Ytr, Yte = np.eye(10)[ytr], np.eye(10)[yte]
-    else:
-        if not isinstance(loss, losses.Squared):
-            raise SystemExit("diabetes is a regression dataset: use --loss squared")
-        ytr_fit, Ytr, Yte = ytr, ytr[:, None], yte[:, None]
-
+    ytr_fit, Ytr, Yte = _targets(args, loss, ytr, yte)
     Xtr_j, Xte_j = jnp.asarray(Xtr, dtype), jnp.asarray(Xte, dtype)
     gates = patterns.sample_gates(jax.random.key(args.seed), Xtr.shape[1], args.gates, dtype=dtype)
     masks_tr = patterns.activation_masks(Xtr_j, gates)
@@ -272,74 +339,31 @@ def main(argv: list[str] | None = None) -> None:
     )
     sol, iterations, compile_time, solve_time, trace = _solve_convex(args, Xtr_j, ytr_fit, masks_tr, lam, loss, dtype)
     net = to_network(sol, gates if args.model == "gated" else None)
-    neurons = int(jnp.sum(jnp.any(net.W1 != 0, axis=0) & jnp.any(net.w2 != 0, axis=1)))
+    neurons = _neurons(net)
 
-    classify_with_squares = args.dataset == "digits" and isinstance(loss, losses.Squared)
-    metric = losses.CrossEntropy().metric if classify_with_squares else loss.metric
-    name = "MSE (standardized y)" if args.dataset == "diabetes" else "accuracy"
-
-    def score(network, X, Y):
-        pred = network(X)
-        pred = pred[:, None] if pred.ndim == 1 else pred
-        return f"{float(metric(pred, jnp.asarray(Y, dtype))):.4f}"
-
-    bound_row, relative_row = "objective − p* ≤ (certified)", "relative: ÷ max(u, |objective|)"
-    low = float(sol.objective) - float(sol.gap)  # p* ≥ low, certified by the dual point
+    objective, gap = float(sol.objective), float(sol.gap)
+    low = objective - gap  # p* ≥ low, certified by the dual point
     unit = float(objective_unit(ytr_fit, loss))  # the stopping rule's u: gap ≤ tol·max(u, |objective|)
-    convex = {
-        "status": Status(int(sol.status)).name.lower(),
-        "objective": f"{float(sol.objective):.8g}",
-        bound_row: f"{float(sol.gap):.3g}",
-        relative_row: f"{float(sol.gap) / max(unit, abs(float(sol.objective))):.3g}",
-        "iterations / steps": f"{iterations}",
-        f"train {name}": score(net, Xtr_j, Ytr),
-        f"test {name}": score(net, Xte_j, Yte),
-        "neurons used": f"{neurons} of {net.width}",
-        "time (with compile)": f"{compile_time + solve_time:.2f} s",
-        "time (compiled)": f"{solve_time:.3f} s",
-    }
-    columns = {f"convex ({args.model})": convex}
-    covered = args.model == "gated"
+    table = _Table(args, loss, (Xtr_j, Xte_j, Ytr, Yte, dtype), unit, low)
+    status, relative = Status(int(sol.status)).name.lower(), f"{gap / max(unit, abs(objective)):.3g}"
+    table.add(
+        f"convex ({args.model})",
+        status,
+        objective,
+        f"{gap:.3g}",
+        relative,
+        iterations,
+        net,
+        neurons,
+        net.width,
+        compile_time,
+        solve_time,
+    )
     adam_obj = None
     if not args.no_baseline:
-        if covered:
-            # The same network: neuron (i, k) has gate g_i and feeds output k. Its global minimum is p*, the
-            # convex optimum, so objective − (convex objective − gap) bounds Adam's distance to it.
-            c = net.w2.shape[1]
-            structure = (net.width, net.gates, np.tile(np.eye(c, dtype=bool), (args.gates, 1)))
-            lower, head = low, "Adam (same gated net)"
-        else:
-            structure, lower, head = (max(neurons, 1), None, None), None, "Adam (unrestricted ReLU net)"
-        width = structure[0]
-        adam_net, adam_obj, steps, adam_compile, adam_time, adam_trace = _train_adam(
-            args, Xtr_j, ytr_fit, lam, loss, structure, solve_time, lower
-        )
-        adam_used = int(jnp.sum(jnp.any(adam_net.W1 != 0, axis=0) & jnp.any(adam_net.w2 != 0, axis=1)))
-        columns[head] = {
-            "status": "time budget",
-            "objective": f"{adam_obj:.8g}",
-            bound_row: f"{adam_obj - low:.3g}" if covered else "not covered",
-            relative_row: f"{(adam_obj - low) / max(unit, abs(adam_obj)):.3g}" if covered else "—",
-            "iterations / steps": f"{steps}",
-            f"train {name}": score(adam_net, Xtr_j, Ytr),
-            f"test {name}": score(adam_net, Xte_j, Yte),
-            "neurons used": f"{adam_used} of {width}",
-            "time (with compile)": f"{adam_compile + adam_time:.2f} s",
-            "time (compiled)": f"{adam_time:.3f} s",
-        }
-        if args.plot:
-            title = f"{args.dataset}: λ = {lam:g}, P = {args.gates}"
-            if _plot(args.plot, trace, adam_trace, title, args.model, head, covered):
-                print(f"plot of objective vs time: {args.plot}")
-
-    keys = list(convex)
-    key_width = max(len(k) for k in keys)
-    widths = [max(len(head), *(len(col[k]) for k in keys)) for head, col in columns.items()]
-    header = "  ".join(f"{head:<{w}}" for head, w in zip(columns, widths, strict=True))
-    print(f"  {'':<{key_width}}  {header}")
-    for k in keys:
-        cells = "  ".join(f"{col[k]:<{w}}" for col, w in zip(columns.values(), widths, strict=True))
-        print(f"  {k:<{key_width}}  {cells}")
+        fit = (Xtr_j, ytr_fit, lam, loss)
+        adam_obj = _baseline(args, table, net, neurons, fit, solve_time, trace)
+    table.print()
     print(f"u = {unit:.4g}: the objective's unit in the stopping rule gap ≤ tol·max(u, |objective|)", end=" ")
     print("(the targets' variance for the squared loss, 1 for the label losses).")
     print(_what_is_certified(args, Xtr.shape[0], low, adam_obj))

@@ -1,4 +1,4 @@
-"""The machinery of the scikit-learn estimators (`convexnn.estimators`): scaling, padding, solving, the CV loop.
+"""The machinery of the scikit-learn estimators (`convexnn.estimators`): scaling, padding, solving, predicting.
 
 Rows are padded (with zero rows that no pattern covers) to a size from a fixed ladder (256, then 2^k or
 1.5·2^k), and λ and tol are rescaled by n / n_padded, which leaves the solution unchanged; columns are

@@ -85,6 +85,30 @@ def _check_X(X: Any) -> tuple[Any, bool]:
     return X, rescales_top(top)
 
 
+def _check_X_shape(X: Any) -> int:
+    """X (n, d) with d ≥ 1, float32 or float64, from its metadata; returns n."""
+    if X.ndim != 2:
+        raise ValueError(f"X must be a 2-D (n, d) array; got shape {tuple(X.shape)}")
+    if X.shape[1] == 0:
+        raise ValueError("X must have at least one column (d = 0)")
+    if np.dtype(X.dtype) not in _FLOATS:
+        raise ValueError(f"X must be float32 or float64; got {X.dtype}")
+    return X.shape[0]
+
+
+def _check_shapes(masks: Any, y: Any, n: int) -> None:
+    """masks (n, P) of bools or integers, y (n,) or (n, c) of real numbers: the checks that read metadata only."""
+    if masks.ndim != 2 or masks.shape[0] != n:
+        raise ValueError(f"masks must be (n, P) with n = {n}; got shape {tuple(masks.shape)}")
+    if masks.shape[1] == 0:
+        raise ValueError("masks must have at least one pattern (P = 0)")
+    if masks.dtype != bool and not np.issubdtype(np.dtype(masks.dtype), np.integer):
+        raise ValueError(f"masks must be bool or 0/1 integers; got dtype {masks.dtype}")
+    check_real_dtype("y", y)
+    if y.ndim not in (1, 2) or y.shape[0] != n:
+        raise ValueError(f"y must be (n,) or (n, c) with n = {n}; got shape {tuple(y.shape)}")
+
+
 def check_data(X: Any, y: Any, masks: Any, loss: _losses.Loss) -> tuple[jax.Array, jax.Array, jax.Array, bool, bool]:
     """Validate (X, y, masks) and return X, y as (n, c) in X's dtype, masks as bool, whether y was 1-D and
     whether the solvers must bring X to unit scale (static; `convexnn._units`).
@@ -95,37 +119,22 @@ def check_data(X: Any, y: Any, masks: Any, loss: _losses.Loss) -> tuple[jax.Arra
     """
     if not hasattr(X, "shape"):
         X = np.asarray(X)
-    if X.ndim != 2:
-        raise ValueError(f"X must be a 2-D (n, d) array; got shape {tuple(X.shape)}")
-    n, d = X.shape
+    n = _check_X_shape(X)
     if n == 0:
         raise ValueError("X must have at least one row (n = 0)")
-    if d == 0:
-        raise ValueError("X must have at least one column (d = 0)")
-    if np.dtype(X.dtype) not in _FLOATS:
-        raise ValueError(f"X must be float32 or float64; got {X.dtype}")
     X, rescale_x = _check_X(X)
-
+    if not hasattr(y, "shape"):
+        y = np.asarray(y)
     if not hasattr(masks, "shape"):
         masks = np.asarray(masks)
-    if masks.ndim != 2 or masks.shape[0] != n:
-        raise ValueError(f"masks must be (n, P) with n = {n}; got shape {tuple(masks.shape)}")
-    if masks.shape[1] == 0:
-        raise ValueError("masks must have at least one pattern (P = 0)")
+    _check_shapes(masks, y, n)
     if masks.dtype != bool:
-        if not jnp.issubdtype(masks.dtype, jnp.integer):
-            raise ValueError(f"masks must be bool or 0/1 integers; got dtype {masks.dtype}")
         if _traced(masks):
             masks = _fail_if(masks, ~jnp.all((masks == 0) | (masks == 1)), "masks must hold only 0 and 1")
         elif not np.isin(np.asarray(masks), (0, 1)).all():
             raise ValueError("masks must hold only 0 and 1")
         masks = jnp.asarray(masks) != 0
 
-    if not hasattr(y, "shape"):
-        y = np.asarray(y)
-    check_real_dtype("y", y)
-    if y.ndim not in (1, 2) or y.shape[0] != n:
-        raise ValueError(f"y must be (n,) or (n, c) with n = {n}; got shape {tuple(y.shape)}")
     squeeze = y.ndim == 1
     if not _traced(y):
         yv = _finite("y", np.asarray(y))
@@ -156,29 +165,15 @@ def check_host_data(
         ValueError: naming the argument, what was expected and what came.
     """
     X, y, masks = np.asarray(X), np.asarray(y), np.asarray(masks)
-    if X.ndim != 2:
-        raise ValueError(f"X must be a 2-D (n, d) array; got shape {X.shape}")
-    n, d = X.shape
-    if d == 0:
-        raise ValueError("X must have at least one column (d = 0)")
-    if X.dtype not in _FLOATS:
-        raise ValueError(f"X must be float32 or float64; got {X.dtype}")
+    n = _check_X_shape(X)
     top = float(np.max(np.abs(X))) if X.size else 0.0
     if not np.isfinite(top):
         _finite("X", X)  # counts the bad entries and raises
-    if masks.ndim != 2 or masks.shape[0] != n:
-        raise ValueError(f"masks must be (n, P) with n = {n}; got shape {masks.shape}")
-    if masks.shape[1] == 0:
-        raise ValueError("masks must have at least one pattern (P = 0)")
+    _check_shapes(masks, y, n)
     if masks.dtype != bool:
-        if not np.issubdtype(masks.dtype, np.integer):
-            raise ValueError(f"masks must be bool or 0/1 integers; got dtype {masks.dtype}")
         if not np.isin(masks, (0, 1)).all():
             raise ValueError("masks must hold only 0 and 1")
         masks = masks != 0
-    check_real_dtype("y", y)
-    if y.ndim not in (1, 2) or y.shape[0] != n:
-        raise ValueError(f"y must be (n,) or (n, c) with n = {n}; got shape {y.shape}")
     _finite("y", y)
     Y = loss.prepare_targets(y, c) if n else y.reshape(0, c or (y.shape[1] if y.ndim == 2 else 1))
     if Y.shape[1] == 0:

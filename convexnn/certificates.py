@@ -14,6 +14,8 @@ program adds cone multipliers Γ ≥ 0 to the dual (`relu_duality_gap`) and comp
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import equinox as eqx
 import jax.numpy as jnp
 import numpy as np
@@ -21,13 +23,16 @@ from jax import lax
 from jax.typing import ArrayLike
 from jaxtyping import Array, Bool, Float, Scalar
 
-from . import _validate, operators, prox
+from . import _validate, prox
 from . import losses as _losses
 from ._cone_qp import cone_qp
-from ._mesh import check_sharded, run_on_shards
-from ._rows import Rows, loss_kwargs, row_max, row_total
-from ._units import target_scale, units_of
+from ._mesh import check_sharded
+from ._rows import Rows, loss_kwargs, row_max
+from ._units import target_scale
+from .problem import Problem, on_shards
 from .sharding import RowSharded
+
+_GROUP = prox.GroupL2()
 
 __all__ = [
     "dual_scale",
@@ -35,15 +40,16 @@ __all__ = [
     "duality_gap",
     "relu_duality_gap",
     "relu_violation",
+    "ReluRule",
     "lam_max",
     "relu_lam_max",
     "objective_unit",
 ]
 
 
-def dual_scale(AtG: Float[Array, "p d c"], lam: Scalar) -> Scalar:
-    """s = min(1, λ / max_g ‖(Aᵀ∇L)_g‖₂): the largest scaling of a loss gradient that is dual feasible."""
-    top = jnp.max(prox.group_norms(AtG))
+def dual_scale(AtG: Float[Array, "p d c"], lam: Scalar, penalty: prox.Penalty = _GROUP) -> Scalar:
+    """s = min(1, λ / max_g ‖(Aᵀ∇L)_g‖_*): the largest scaling of a loss gradient that is dual feasible."""
+    top = jnp.max(penalty.dual_norms(AtG))
     return jnp.where(top > lam, lam / jnp.where(top > 0, top, 1), jnp.ones((), AtG.dtype))
 
 
@@ -57,6 +63,7 @@ def duality_gap(
     grad: Float[Array, "n c"],
     AtG: Float[Array, "p d c"],
     rows: Rows | None = None,
+    penalty: prox.Penalty = _GROUP,
 ) -> Scalar:
     """objective(W) − p* ≤ gap, with the dual point θ = s ∇L taken from any gradient of the loss.
 
@@ -67,18 +74,21 @@ def duality_gap(
         W: primal weights (P, d, c), and Z = A W their predictions (n, c).
         grad: a loss gradient ∇L(z') at some point z' (n, c), and AtG = Aᵀ grad (P, d, c).
         rows: for row-sharded data, the real rows and the mesh axis (the loss term sums over all shards).
+        penalty: the block penalty Ω of λ Ω(W) (default: the group ℓ2 norms).
 
     Returns:
         the duality gap, a non-negative scalar.
     """
-    s = dual_scale(AtG, lam)
+    s = dual_scale(AtG, lam, penalty)
     fy = loss.fenchel_young_gap(Z, s * grad, y, N, **loss_kwargs(rows))
-    return fy + penalty_gap(lam, W, AtG, s)
+    return fy + penalty_gap(lam, W, AtG, s, penalty)
 
 
-def penalty_gap(lam: Scalar, W: Float[Array, "q d c"], H: Float[Array, "q d c"], s: Scalar) -> Scalar:
+def penalty_gap(
+    lam: Scalar, W: Float[Array, "q d c"], H: Float[Array, "q d c"], s: Scalar, penalty: prox.Penalty = _GROUP
+) -> Scalar:
     """Σ_g (λ‖W_g‖ + s⟨H_g, W_g⟩)₊: the penalty's part of a gap at a dual point whose Kᵀ-image is sH."""
-    return jnp.sum(jnp.maximum(lam * prox.group_norms(W) + s * jnp.sum(H * W, axis=1), 0))
+    return jnp.sum(jnp.maximum(lam * penalty.norms(W) + s * penalty.pairing(H, W), 0))
 
 
 def relu_violation(R: Float[Array, "n c q"], XW: Float[Array, "n c q"], rows: Rows | None = None) -> Scalar:
@@ -102,9 +112,23 @@ def relu_duality_gap(problem, lam: Scalar, W: Array, z: Array, R: Array, grad: A
         problem: the `Problem` (its `pullback` and loss); W: stacked weights [U; V]; (z, R) = split(X W).
     """
     H = problem.pullback(grad, -gamma)
-    s = dual_scale(H, lam)
+    s = dual_scale(H, lam, problem.penalty)
     fy = problem.fenchel_young_gap(z, s * grad)
-    return fy + penalty_gap(lam, W, H, s) + s * problem.row_sum(gamma * R)
+    return fy + penalty_gap(lam, W, H, s, problem.penalty) + s * problem.row_sum(gamma * R)
+
+
+class ReluRule(NamedTuple):
+    """The exact ReLU program's stopping rule, in the solver's units: the relative cone violation within
+    `constraint_tol` and the gap within tol · max(1, |objective|)."""
+
+    tol: Scalar
+    constraint_tol: Scalar
+
+    def feasible(self, violation: Scalar) -> Array:
+        return violation <= self.constraint_tol
+
+    def met(self, objective: Scalar, gap: Scalar, violation: Scalar) -> Array:
+        return self.feasible(violation) & (gap <= self.tol * jnp.maximum(1, jnp.abs(objective)))
 
 
 def objective_unit(y: ArrayLike, loss: str | _losses.Loss = "squared") -> Scalar:
@@ -127,22 +151,18 @@ def objective_unit(y: ArrayLike, loss: str | _losses.Loss = "squared") -> Scalar
     return jnp.ldexp(y_root * y_root, 2 * y_exp)
 
 
-def _unit_lam_max(X, Y, masks, loss: _losses.Loss, N: int, rows: Rows | None, model: str, rescale_x: bool) -> Scalar:
+def _unit_lam_max(problem: Problem, model: str) -> Scalar:
     """λ_max computed on the problem brought to unit scale (`convexnn._units`), in the user's units: the
     norms of Xᵀ D_i ∇L(0) then neither underflow nor overflow, whatever the scale of X and y."""
-    units = units_of(X, Y, loss, N, rows, rescale_x)
-    X, Y = units.data(X, Y)
-    AtG = row_total(operators.gated_adjoint(X, masks, loss.grad(jnp.zeros_like(Y), Y, N)), rows)
-    top = relu_lam_max(X, masks, AtG) if model == "relu" else jnp.max(prox.group_norms(AtG))
+    problem, units = problem.in_units()
+    AtG = problem.adjoint(problem.loss_grad(jnp.zeros_like(problem.y)))
+    top = relu_lam_max(problem.X, problem.masks, AtG) if model == "relu" else jnp.max(prox.group_norms(AtG))
     return units.lam_out(top)
 
 
 @eqx.filter_jit
 def _lam_max_sharded(data: RowSharded, loss: _losses.Loss) -> Scalar:
-    N = data.normaliser(loss)
-    return run_on_shards(
-        lambda X, Y, masks, rows: _unit_lam_max(X, Y, masks, loss, N, rows, "gated", data.rescale_x), data
-    )
+    return on_shards(lambda problem: _unit_lam_max(problem, "gated"), data, loss)
 
 
 def relu_lam_max(X: Float[Array, "n d"], masks: Bool[Array, "n p"], AtG: Float[Array, "p d c"]) -> Scalar:
@@ -169,7 +189,7 @@ def relu_lam_max(X: Float[Array, "n d"], masks: Bool[Array, "n p"], AtG: Float[A
 
 @eqx.filter_jit
 def _lam_max(X, Y, masks, loss: _losses.Loss, model: str, rescale_x: bool) -> Scalar:
-    return _unit_lam_max(X, Y, masks, loss, loss.normaliser(Y), None, model, rescale_x)
+    return _unit_lam_max(Problem(X=X, masks=masks, y=Y, loss=loss, N=loss.normaliser(Y), rescale_x=rescale_x), model)
 
 
 def lam_max(

@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import operator
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import equinox as eqx
 import jax
@@ -28,7 +28,7 @@ from jax.typing import ArrayLike
 
 from . import _validate, progress
 from . import losses as _losses
-from .options import ADMMOptions, ALOptions, GatedOptions, check_options
+from .options import GatedOptions, check_options
 from .problem import Problem, on_shards, prepare, stack
 from .sharding import RowSharded
 from .solution import Solution
@@ -167,7 +167,7 @@ def solve_path(
     constraint_tol: ArrayLike = 1e-6,
     max_iters: ArrayLike | None = None,
     polish: bool = True,
-    options: GatedOptions | ALOptions | ADMMOptions | None = None,
+    options: Any = None,
     verbose: bool | int = False,
     callback: progress.Callback | None = None,
 ) -> Solution:

@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Scalar
 
-from . import _validate, operators
+from . import _validate, operators, prox
 from . import losses as _losses
 from ._mesh import check_sharded, replicate_on_mesh, run_on_shards
 from ._rows import Rows, loss_kwargs, row_sum, row_total
@@ -50,6 +50,8 @@ class Problem(eqx.Module):
         loss: the loss (static); N: its normaliser (static; from the global shape on sharded data).
         rows: for one shard of row-sharded data, its real rows and the mesh axis (None: all rows, one device).
         rescale_x: whether `in_units` must bring X to unit scale (static; `convexnn._units`).
+        penalty: the block penalty Ω of λ Ω(W) (static; `convexnn.prox.GroupL2`, one group per pattern and
+            output).
     """
 
     X: Float[Array, "n d"]
@@ -59,6 +61,7 @@ class Problem(eqx.Module):
     N: int = eqx.field(static=True)
     rows: Rows | None = None
     rescale_x: bool = eqx.field(static=True, default=True)
+    penalty: prox.Penalty = eqx.field(static=True, default=prox.GroupL2())
 
     def in_units(self) -> tuple[Problem, Units]:
         """The problem brought to unit scale, and the `Units` that map its results back."""

@@ -39,7 +39,17 @@ from jax.custom_batching import custom_vmap
 
 from .solution import RUNNING, Status
 
-__all__ = ["Progress", "Callback", "Monitor", "DEFAULT_EVERY", "monitor", "print_progress", "report", "flush"]
+__all__ = [
+    "Progress",
+    "Callback",
+    "Monitor",
+    "DEFAULT_EVERY",
+    "monitor",
+    "print_progress",
+    "report",
+    "reporter",
+    "flush",
+]
 
 DEFAULT_EVERY = 100  # the cadence of verbose=True, and of a callback given without verbose
 
@@ -172,26 +182,18 @@ def _emitter(m: Monitor) -> Callable[..., Any]:
 
 
 def report(
-    m: Monitor | None,
-    *,
-    iteration: Any,
-    objective: Any,
-    gap: Any,
-    step: Any,
-    lam: Any,
-    violation: Any = None,
-    since: Any = None,
-    when: Any = True,
-    status: Any = None,
+    m: Monitor | None, values: dict[str, Any], *, since: Any = None, when: Any = True, status: Any = None
 ) -> None:
     """Inside a loop body: report the new iterate if ⌊iteration / every⌋ > ⌊since / every⌋ and `when` holds
     (the loop ran this step, and goes on: a last iterate is reported once, after the loop). After the loop
     (`since` None): report the final iterate with its `status`.
 
+    `values` holds the arrays of `Progress`: iteration, objective, gap, step, lam and (optionally) violation.
     A no-op without a monitor, so that a silent solver traces no callback at all.
     """
     if m is None:
         return
+    iteration = values["iteration"]
     if since is None:
         due = jnp.asarray(when)
         status = jnp.asarray(status, jnp.int32)
@@ -200,16 +202,38 @@ def report(
         status = jnp.asarray(RUNNING, jnp.int32)
     if m.axes:
         due = due & (lax.axis_index(m.axes) == 0)
+    violation = values.get("violation")
     values = {
-        "iteration": iteration,
-        "objective": objective,
-        "gap": gap,
-        "violation": jnp.zeros_like(objective) if violation is None else violation,
-        "step": step,
-        "lam": lam,
+        **values,
+        "violation": jnp.zeros_like(values["objective"]) if violation is None else violation,
         "status": status,
     }
     _emitter(m)(due, values)
+
+
+def reporter(
+    m: Monitor | None, lam: Any, units: Any, read: Callable[[Any], dict[str, Any]], step_out: str | None = None
+) -> Callable[..., None] | None:
+    """The `report(carry, **when)` of a solver's loop (`solvers._loop.iterate`), or None without a monitor.
+
+    `read(carry)` gives the carry's iteration, objective, gap, step (and violation) in the solver's units;
+    with `units` (`convexnn._units.Units`) objective, gap and λ are reported in the user's, and the step
+    through the `Units` method named `step_out` (None: the step has no units).
+    """
+    if m is None:
+        return None
+
+    def report_carry(carry: Any, **when: Any) -> None:
+        values = {**read(carry), "lam": lam}
+        if units is not None:
+            values["objective"] = units.objective_out(values["objective"])
+            values["gap"] = units.objective_out(values["gap"])
+            if step_out is not None:
+                values["step"] = getattr(units, step_out)(values["step"])
+            values["lam"] = units.lam_out(lam)
+        report(m, values, **when)
+
+    return report_carry
 
 
 def flush(m: Monitor | None, result: Any) -> None:

@@ -17,7 +17,7 @@ from sklearn.model_selection import KFold, StratifiedKFold, train_test_split  # 
 from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
 
 import convexnn as cn  # noqa: E402
-from convexnn import _estimator_base, estimators  # noqa: E402
+from convexnn import _estimator_base  # noqa: E402
 from convexnn.estimators import (  # noqa: E402
     ConvexReLUClassifier,
     ConvexReLUClassifierCV,

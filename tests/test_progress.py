@@ -65,8 +65,11 @@ def check_reports(seen: list[progress.Progress], sol: cn.Solution, every: int, s
 
 
 def assert_identical(a: cn.Solution, b: cn.Solution) -> None:
-    for x, y in zip(jax.tree.leaves((a.weights, a.objective, a.gap, a.violation, a.iterations, a.status)),
-                    jax.tree.leaves((b.weights, b.objective, b.gap, b.violation, b.iterations, b.status)), strict=True):
+    for x, y in zip(
+        jax.tree.leaves((a.weights, a.objective, a.gap, a.violation, a.iterations, a.status)),
+        jax.tree.leaves((b.weights, b.objective, b.gap, b.violation, b.iterations, b.status)),
+        strict=True,
+    ):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 

@@ -16,8 +16,8 @@ import pytest
 
 import convexnn as cn
 from convexnn import losses
-from convexnn._rows import Rows
 from convexnn._mesh import replicate_on_mesh
+from convexnn._rows import Rows
 from convexnn.options import ALOptions, FistaOptions, GatedOptions
 from convexnn.path import _path_sharded, _PathStatic
 from convexnn.problem import on_shards
@@ -100,7 +100,9 @@ def test_relu_equals_single_device(small_relu, method, k):
     assert float(sol.violation) <= TOL
 
 
-@pytest.mark.parametrize("model,mode,k", [("gated", "vmap", 8), ("gated", "warm", 2), ("relu", "vmap", 8), ("relu", "warm", 2)])
+@pytest.mark.parametrize(
+    "model,mode,k", [("gated", "vmap", 8), ("gated", "warm", 2), ("relu", "vmap", 8), ("relu", "warm", 2)]
+)
 def test_path_equals_single_device(model, mode, k):
     prob = helpers.teacher(n=150 if model == "gated" else 75, d=5, P=10, seed=5)
     lams = cn.lam_grid(cn.lam_max(prob.X, prob.y, prob.masks), num=4, ratio=1e-2)[jnp.array([2, 0, 3, 1])]

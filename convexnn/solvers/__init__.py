@@ -1,3 +1,3 @@
-"""Solvers: R-FISTA with Newton polish for the gated program."""
+"""Solvers: gated R-FISTA with Newton polish, the exact ReLU augmented Lagrangian and ADMM, one loop driver."""
 
 from .gated import solve_gated as solve_gated

@@ -20,12 +20,10 @@ Woodbury combines the two into the CG preconditioner. ρ follows residual balanc
 Each constraint gets its own penalty (ρ for u = v, ρ_s for G u = s, ρ_z for F u = z), each balanced. The
 certificate is the exact program's duality gap at v with cone multipliers Γ = (−ρ_s b)₊.
 
-ADMM's tail is linear with a rate near one (measured: 65 000 steps to 1e-6 at λ = 1e-3 on 200 rows), but
-it finds the non-zero blocks and the tight cone constraints long before. So every so often (with
-`polish=True`) `admm_polish` solves the equality-constrained problem that guess implies by Newton–CG and
-certifies its answer with the exact program's gap; a certified polish ends the solve. Anderson acceleration
-of the ADMM map (memory 5–10, safeguarded) was measured and not adopted: 10–50 % fewer steps on 200 rows
-for 1.7–2.4× the wall time per step.
+ADMM's tail is linear with a rate near one (65 000 steps to 1e-6 at λ = 1e-3 on 200 rows), but it finds
+the non-zero blocks and the tight cone constraints long before. So every so often (with `polish=True`)
+`admm_polish` solves the equality-constrained problem that guess implies by Newton–CG and certifies its
+answer with the exact program's gap; a certified polish ends the solve.
 
 On row-sharded data u, v, a and the d×d eigendecomposition are replicated and s, b (and z, e) are sharded
 with the rows: each CG step adds one (2P, d, c) block over the shards, the residuals and the certificate add
@@ -45,10 +43,10 @@ from jax import lax
 from jaxtyping import Array, Int, Scalar
 
 from .. import losses as _losses
-from .. import progress, prox
+from .. import progress
 from .._rows import row_total
 from .._units import Units
-from ..certificates import relu_duality_gap, relu_violation
+from ..certificates import ReluRule, relu_duality_gap, relu_violation
 from ..linalg import nystrom, pcg
 from ..options import ADMMOptions, NewtonOptions
 from ..problem import Problem
@@ -161,20 +159,19 @@ class _Certify(NamedTuple):
 
     problem: Problem
     lam: Scalar
-    tol: Scalar
-    constraint_tol: Scalar
+    rule: ReluRule
 
     def measure(self, v, b, rho_s):
         p = self.problem
         XW = p.products(v)
         z, R = p.split(XW)
-        objective = p.loss_value(z) + self.lam * prox.group_l1(v)
+        objective = p.loss_value(z) + self.lam * p.penalty.value(v)
         gamma = jnp.maximum(-rho_s * b, 0)
         gap = relu_duality_gap(p, self.lam, v, z, R, p.loss_grad(z), gamma)
         return objective, gap, relu_violation(R, XW, p.rows)
 
     def certified(self, objective, gap, violation):
-        return (violation <= self.constraint_tol) & (gap <= self.tol * jnp.maximum(1, jnp.abs(objective)))
+        return self.rule.met(objective, gap, violation)
 
 
 def _initial(maps: _Maps, cert: _Certify, W0: Array, opts: ADMMOptions) -> ADMMState:
@@ -206,24 +203,11 @@ def _initial(maps: _Maps, cert: _Certify, W0: Array, opts: ADMMOptions) -> ADMMS
         e=jnp.zeros_like(z0) if maps.split else None,
     )
     objective, gap, violation = cert.measure(W0, point0.b, rho_s0)
-    zero = jnp.zeros((), jnp.int32)
-    return ADMMState(
-        point=point0,
-        u=W0,
-        v_out=W0,
-        rho=rho0.astype(dtype),
-        rho_s=rho_s0.astype(dtype),
-        rho_z=rho_z0.astype(dtype),
-        objective=objective,
-        gap=gap,
-        violation=violation,
-        iterations=zero,
-        admm_steps=zero,
-        cg_iterations=zero,
-        polishes=zero,
-        next_polish=jnp.asarray(opts.polish_every, jnp.int32),
-        status=jnp.where(cert.certified(objective, gap, violation), Status.CONVERGED, RUNNING).astype(jnp.int32),
-    )
+    rhos = (rho0.astype(dtype), rho_s0.astype(dtype), rho_z0.astype(dtype))
+    counts = (jnp.zeros((), jnp.int32),) * 4  # iterations, ADMM steps, CG iterations, polishes
+    status = jnp.where(cert.certified(objective, gap, violation), Status.CONVERGED, RUNNING).astype(jnp.int32)
+    next_polish = jnp.asarray(opts.polish_every, jnp.int32)
+    return ADMMState(point0, W0, W0, *rhos, objective, gap, violation, *counts, next_polish, status)
 
 
 def _balance(primal, dual, opts: ADMMOptions, dtype):
@@ -250,7 +234,7 @@ def _admm_map(maps: _Maps, lam, x: Point, u_warm, rho, rho_s, rho_z, opts: ADMMO
     Fu, Gu = problem.split(problem.products(u))
     u_hat = alpha * u + (1 - alpha) * x.v
     Gu_hat = alpha * Gu + (1 - alpha) * x.s
-    v = prox.group_soft_threshold(u_hat + x.a, lam / rho)
+    v = problem.penalty.prox(u_hat + x.a, lam / rho)
     s = jnp.maximum(Gu_hat + x.b, 0)
     fx = x._replace(v=v, a=x.a + u_hat - v, s=s, b=x.b + Gu_hat - s)
 
@@ -333,8 +317,7 @@ def solve_relu_admm(
     problem: Problem,
     lam: Scalar,
     W0: Array,
-    tol: Scalar,
-    constraint_tol: Scalar,
+    rule: ReluRule,
     max_iters: Int[Array, ""],
     opts: ADMMOptions,
     monitor: progress.Monitor | None = None,
@@ -353,23 +336,12 @@ def solve_relu_admm(
     in the user's units when the problem was rescaled by `units`.
     """
     maps = _maps(problem, W0, opts)
-    cert = _Certify(problem, lam, tol, constraint_tol)
+    cert = _Certify(problem, lam, rule)
     if state is None:
         state = _initial(maps, cert, W0, opts)
     else:
         done = cert.certified(state.objective, state.gap, state.violation)
         state = state._replace(status=jnp.where(done, Status.CONVERGED, RUNNING).astype(jnp.int32))
-
-    def report(st: ADMMState, **when):
-        fields = dict(objective=st.objective, gap=st.gap, violation=st.violation, step=st.rho, lam=lam)
-        if units is not None:
-            fields.update(
-                objective=units.objective_out(st.objective),
-                gap=units.objective_out(st.gap),
-                step=units.weight_penalty_out(st.rho),
-                lam=units.lam_out(lam),
-            )
-        progress.report(monitor, iteration=st.iterations, **fields, **when)
 
     phases = {}
     if polish:
@@ -383,9 +355,13 @@ def solve_relu_admm(
         max_iters,
         finite=lambda st: jnp.isfinite(st.objective) & jnp.isfinite(st.gap) & jnp.all(jnp.isfinite(st.v_out)),
         counters=("iterations", "admm_steps", "cg_iterations"),
-        report=None if monitor is None else report,
+        report=progress.reporter(monitor, lam, units, _read, step_out="weight_penalty_out"),
         **phases,
     )
+
+
+def _read(st: ADMMState) -> dict:
+    return dict(iteration=st.iterations, objective=st.objective, gap=st.gap, violation=st.violation, step=st.rho)
 
 
 def uses_loss_split(loss, opts: ADMMOptions) -> bool:

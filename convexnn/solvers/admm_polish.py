@@ -29,7 +29,7 @@ from ..certificates import relu_duality_gap, relu_violation
 from ..options import NewtonOptions
 from ..problem import Problem
 from .newton import newton_polish
-from .objectives import CompositeSmooth, row_blocks
+from .objectives import CompositeSmooth, row_blocks, stacked_curvature
 
 __all__ = ["PolishResult", "polish_relu"]
 
@@ -51,21 +51,6 @@ class ProjectedPrediction(CompositeSmooth):
         zeros = jnp.zeros((n, c, self.Pi.shape[0]), g.dtype)
         return self.project(self.problem.pullback(g, zeros))
 
-    def value(self, img):
-        return self.problem.loss_value(img)
-
-    def grad(self, img):
-        return self.problem.loss_grad(img)
-
-    def bregman(self, img1, img0):
-        return self.problem.loss_bregman(img1, img0)
-
-    def hvp(self, img, dimg):
-        return self.problem.loss_hvp(img, dimg)
-
-    def image_vdot(self, a, b):
-        return self.problem.row_sum(a * b)
-
     def gap(self, lam, W, img, g, Ktg):
         return jnp.asarray(jnp.inf, W.dtype)  # only the exact program's certificate (the caller's) counts
 
@@ -77,10 +62,7 @@ class ProjectedPrediction(CompositeSmooth):
         p = self.problem
         X = p.X
         dtype = X.dtype
-        m = p.masks.astype(dtype)
-        m2 = jnp.concatenate([m, m], axis=1)  # (n, q)
-        h = p.hessian_diagonal(img)  # (n, c)
-        A = row_blocks(m2[:, None, :] * h[:, :, None], X, p.rows)
+        A = row_blocks(stacked_curvature(p, img), X, p.rows)
         on = a > 0
         inv_a = jnp.where(on, 1 / jnp.where(on, a, 1), 1)
         eye = jnp.eye(X.shape[1], dtype=dtype)[None, None]

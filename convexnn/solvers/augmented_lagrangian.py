@@ -20,9 +20,9 @@ from typing import NamedTuple
 import jax.numpy as jnp
 from jaxtyping import Array, Int, Scalar
 
-from .. import progress, prox
+from .. import progress
 from .._units import Units
-from ..certificates import relu_duality_gap, relu_violation
+from ..certificates import ReluRule, relu_duality_gap, relu_violation
 from ..options import ALOptions
 from ..problem import Problem
 from ..solution import RUNNING, Status
@@ -78,34 +78,21 @@ class ALState(NamedTuple):
 def _measure(problem: Problem, lam: Scalar, W: Array, gamma: Array) -> _Point:
     XW = problem.products(W)
     z, R = problem.split(XW)
-    objective = problem.loss_value(z) + lam * prox.group_l1(W)
+    objective = problem.loss_value(z) + lam * problem.penalty.value(W)
     grad = problem.loss_grad(z)
     return _Point(
         W, objective, relu_duality_gap(problem, lam, W, z, R, grad, gamma), relu_violation(R, XW, problem.rows)
     )
 
 
-class _Rule(NamedTuple):
-    """When a point is within the tolerances."""
-
-    tol: Scalar
-    constraint_tol: Scalar
-
-    def within(self, p: _Point):
-        return p.violation <= self.constraint_tol
-
-    def converged(self, p: _Point):
-        return self.within(p) & (p.gap <= self.tol * jnp.maximum(1, jnp.abs(p.objective)))
-
-
-def _initial(problem: Problem, lam, W0, rule: _Rule, opts: ALOptions) -> ALState:
+def _initial(problem: Problem, lam, W0, rule: ReluRule, opts: ALOptions) -> ALState:
     dtype = W0.dtype
     n, c = problem.y.shape
     gamma0 = jnp.zeros((n, c, W0.shape[0]), dtype)
     rho_max = jnp.asarray(opts.rho_max_eps / (problem.N * jnp.finfo(dtype).eps), dtype)
     inf = jnp.asarray(jnp.inf, dtype)
     start = _measure(problem, lam, W0, gamma0)
-    best0 = select(rule.within(start), start, _Point(W0, inf, inf, inf))
+    best0 = select(rule.feasible(start.violation), start, _Point(W0, inf, inf, inf))
     return ALState(
         point=start,
         best=best0,
@@ -114,7 +101,7 @@ def _initial(problem: Problem, lam, W0, rule: _Rule, opts: ALOptions) -> ALState
         inner_tol=jnp.maximum(rule.tol, jnp.asarray(opts.inner_tol0, dtype)),
         iterations=jnp.zeros((), jnp.int32),
         outer_steps=jnp.zeros((), jnp.int32),
-        status=jnp.where(rule.converged(start), Status.CONVERGED, RUNNING).astype(jnp.int32),
+        status=jnp.where(_met(rule, start), Status.CONVERGED, RUNNING).astype(jnp.int32),
         low_objective=best0.objective,
         window_start=jnp.zeros((), jnp.int32),
         window_gap=best0.gap,
@@ -123,7 +110,7 @@ def _initial(problem: Problem, lam, W0, rule: _Rule, opts: ALOptions) -> ALState
     )
 
 
-def _outer_step(problem, lam, s: ALState, rule: _Rule, max_iters, polish: bool, opts: ALOptions) -> ALState:
+def _outer_step(problem, lam, s: ALState, rule: ReluRule, max_iters, polish: bool, opts: ALOptions) -> ALState:
     """One AL step: the subproblem by R-FISTA (+ polish), the multipliers, ρ, and the stall window."""
     dtype = s.W.dtype
     eps = jnp.finfo(dtype).eps
@@ -137,7 +124,7 @@ def _outer_step(problem, lam, s: ALState, rule: _Rule, max_iters, polish: bool, 
     point = _measure(problem, lam, W, gamma)
     finite = _finite(point)
     slow = (point.violation > opts.shrink * s.violation) & (point.violation > rule.constraint_tol)
-    candidate = finite & rule.within(point)
+    candidate = finite & rule.feasible(point.violation)
     best = select(candidate & (point.gap < s.best.gap), point, s.best)
     low_objective = jnp.where(candidate, jnp.minimum(s.low_objective, point.objective), s.low_objective)
 
@@ -149,7 +136,7 @@ def _outer_step(problem, lam, s: ALState, rule: _Rule, max_iters, polish: bool, 
         | (low_objective < s.window_objective - floor)
         | (point.violation < 0.5 * s.window_violation)
     )
-    status = jnp.where(rule.converged(point), Status.CONVERGED, jnp.where(due & ~moved, Status.STALLED, RUNNING))
+    status = jnp.where(_met(rule, point), Status.CONVERGED, jnp.where(due & ~moved, Status.STALLED, RUNNING))
     rho_max = jnp.asarray(opts.rho_max_eps / (problem.N * eps), dtype)
     return ALState(
         point=point,
@@ -170,6 +157,14 @@ def _outer_step(problem, lam, s: ALState, rule: _Rule, max_iters, polish: bool, 
     )
 
 
+def _read(s: ALState) -> dict:
+    return dict(iteration=s.iterations, objective=s.objective, gap=s.gap, violation=s.violation, step=s.rho)
+
+
+def _met(rule: ReluRule, p: _Point):
+    return rule.met(p.objective, p.gap, p.violation)
+
+
 def _finite(p: _Point):
     return jnp.isfinite(p.objective) & jnp.isfinite(p.gap) & jnp.all(jnp.isfinite(p.W))
 
@@ -178,8 +173,7 @@ def solve_relu_al(
     problem: Problem,
     lam: Scalar,
     W0: Array,
-    tol: Scalar,
-    constraint_tol: Scalar,
+    rule: ReluRule,
     max_iters: Int[Array, ""],
     *,
     polish: bool = True,
@@ -190,7 +184,7 @@ def solve_relu_al(
 ) -> ALState:
     """Augmented Lagrangian for the exact ReLU program from W0 = [U0; V0] (or from `state`, exactly).
 
-    Stops CONVERGED at a point within both tolerances; STALLED when, over `opts.stall_window` outer steps,
+    Stops CONVERGED at a point that meets `rule` (both tolerances); STALLED when, over `opts.stall_window` outer steps,
     the best gap among points within `constraint_tol` has not halved, the lowest objective among them has
     not moved beyond rounding, and the violation has not halved (float32 reaches such a floor: the multipliers
     carry ρ × the rounding of X W); MAX_ITERS when the budget runs out; NONFINITE on divergence (the last
@@ -200,19 +194,10 @@ def solve_relu_al(
     With a `monitor` (static), reports after outer steps (every `monitor.every` iterations) and at the end,
     in the user's units when the problem was rescaled by `units` (ρ has none: it is the same in both).
     """
-    rule = _Rule(tol, constraint_tol)
     if state is None:
         s0 = _initial(problem, lam, W0, rule, opts)
     else:  # a stopped solve goes on from its carry (multipliers, ρ, subproblem tolerance, stall window)
-        s0 = state._replace(status=jnp.where(rule.converged(state.point), Status.CONVERGED, RUNNING).astype(jnp.int32))
-
-    def report(s: ALState, **when):
-        fields = dict(objective=s.objective, gap=s.gap, violation=s.violation, step=s.rho, lam=lam)
-        if units is not None:
-            fields.update(
-                objective=units.objective_out(s.objective), gap=units.objective_out(s.gap), lam=units.lam_out(lam)
-            )
-        progress.report(monitor, iteration=s.iterations, **fields, **when)
+        s0 = state._replace(status=jnp.where(_met(rule, state.point), Status.CONVERGED, RUNNING).astype(jnp.int32))
 
     def finish(out: ALState) -> ALState:
         # Stopped short of the tolerances: hand back the best point within constraint_tol, when there is one.
@@ -225,6 +210,6 @@ def solve_relu_al(
         max_iters,
         finite=lambda s: _finite(s.point),
         counters=("iterations", "outer_steps"),
-        report=None if monitor is None else report,
+        report=progress.reporter(monitor, lam, units, _read),
         finish=finish,
     )

@@ -2,7 +2,7 @@
 
 One iteration, from the extrapolated point V with g = ∇F(K V) and G = Kᵀ g already known:
 
-    W⁺ = prox_{ηλ}(V − η G)                         group soft-thresholding
+    W⁺ = prox_{ηλΩ}(V − η G)                        the penalty's prox (group soft-thresholding)
     accept η if  F(K W⁺) − F(K V) − ⟨g, K(W⁺ − V)⟩ ≤ ‖W⁺ − V‖² / (2η)   (else shrink η, retry)
     restart momentum if ⟨V − W⁺, W⁺ − W⟩ > 0        (gradient-mapping restart, O'Donoghue–Candès)
     V⁺ = W⁺ + β (W⁺ − W),  K V⁺ = K W⁺ + β (K W⁺ − K W)   (no GEMM: K is linear)
@@ -21,7 +21,6 @@ import jax.numpy as jnp
 from jax import lax
 from jaxtyping import Array, Bool, Float, Int, PyTree, Scalar
 
-from .. import prox
 from ..options import FistaOptions
 from ..solution import RUNNING, Status
 from .objectives import CompositeSmooth
@@ -55,7 +54,7 @@ def _vdot(a: Array, b: Array) -> Scalar:
 
 def evaluate(obj: CompositeSmooth, lam: Scalar, W: Array, img: PyTree, g: PyTree, G: Array) -> tuple:
     """(objective, gap) at W, with the dual point taken from the gradient g (and G = Kᵀ g)."""
-    objective = obj.value(img) + lam * prox.group_l1(W)
+    objective = obj.value(img) + lam * obj.penalty.value(W)
     return objective, obj.gap(lam, W, img, g, G)
 
 
@@ -75,21 +74,10 @@ def init_state(obj: CompositeSmooth, lam: Scalar, W0: Float[Array, "p d c"], ste
         curv = obj.image_vdot(KG, obj.hvp(img, KG))
         gg = _vdot(G, G)
         step0 = jnp.where((curv > 0) & (gg > 0), gg / jnp.where(curv > 0, curv, 1), 1.0)
-    active = prox.group_norms(W0) > 0
-    return FistaState(
-        W=W0,
-        img=img,
-        V=W0,
-        img_v=img,
-        g_v=g,
-        G_v=G,
-        t=jnp.ones((), dtype),
-        step=jnp.asarray(step0, dtype),
-        objective=objective,
-        gap=gap,
-        stable=jnp.zeros((), jnp.int32),
-        active=active,
-    )
+    active = obj.penalty.norms(W0) > 0
+    one, zero = jnp.ones((), dtype), jnp.zeros((), jnp.int32)
+    # At W0 the extrapolated point is W0 itself: (V, K V, ∇F, Kᵀ∇F) = (W0, K W0, g, G).
+    return FistaState(W0, img, W0, img, g, G, one, jnp.asarray(step0, dtype), objective, gap, zero, active)
 
 
 def fista_step(obj: CompositeSmooth, lam: Scalar, s: FistaState, opts: FistaOptions) -> FistaState:
@@ -99,7 +87,7 @@ def fista_step(obj: CompositeSmooth, lam: Scalar, s: FistaState, opts: FistaOpti
     eps = jnp.finfo(dtype).eps
 
     def attempt(step):
-        W_new = prox.group_soft_threshold(s.V - step * s.G_v, step * lam)
+        W_new = obj.penalty.prox(s.V - step * s.G_v, step * lam)
         img_new = obj.apply(W_new)
         dd = _vdot(W_new - s.V, W_new - s.V)
         breg = obj.bregman(img_new, s.img_v)
@@ -134,22 +122,13 @@ def fista_step(obj: CompositeSmooth, lam: Scalar, s: FistaState, opts: FistaOpti
     G_v = obj.transpose(g_v)
 
     objective, gap = evaluate(obj, lam, W_new, img_new, g_v, G_v)
-    active = prox.group_norms(W_new) > 0
+    active = obj.penalty.norms(W_new) > 0
     changed = jnp.any(active != s.active)
     grow = curvature * step < opts.slack
-    return s._replace(
-        W=W_new,
-        img=img_new,
-        V=V,
-        img_v=img_v,
-        g_v=g_v,
-        G_v=G_v,
-        t=t_next.astype(dtype),
-        step=jnp.where(grow, step * opts.growth, step).astype(dtype),
-        objective=objective,
-        gap=gap,
-        stable=jnp.where(changed, 0, s.stable + 1),
-        active=active,
+    new_step = jnp.where(grow, step * opts.growth, step).astype(dtype)
+    stable = jnp.where(changed, 0, s.stable + 1)
+    return FistaState(
+        W_new, img_new, V, img_v, g_v, G_v, t_next.astype(dtype), new_step, objective, gap, stable, active
     )
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import equinox as eqx
 import jax
@@ -142,24 +142,8 @@ def initial_state(obj: CompositeSmooth, lam: Scalar, W0: Array, tol: Scalar, opt
     )
 
 
-def _reporter(monitor: progress.Monitor | None, lam: Scalar, units: Units | None):
-    """report(carry, **when) in the user's units, or None without a monitor."""
-    if monitor is None:
-        return None
-
-    def report(c: GatedState, **when):
-        s = c.fista
-        values = dict(objective=s.objective, gap=s.gap, step=s.step, lam=lam)
-        if units is not None:
-            values = dict(
-                objective=units.objective_out(s.objective),
-                gap=units.objective_out(s.gap),
-                step=units.step_out(s.step),
-                lam=units.lam_out(lam),
-            )
-        progress.report(monitor, iteration=c.iterations, **values, **when)
-
-    return report
+def _read(c: GatedState) -> dict:
+    return dict(iteration=c.iterations, objective=c.fista.objective, gap=c.fista.gap, step=c.fista.step)
 
 
 def solve_composite(
@@ -186,7 +170,7 @@ def solve_composite(
         c0 = initial_state(obj, lam, W0, tol, options)
     else:  # a stopped solve goes on from its carry, its status recomputed at this tol
         c0 = state._replace(status=status_of(state.fista, tol))
-    report = _reporter(monitor, lam, units)
+    report = progress.reporter(monitor, lam, units, _read, step_out="step_out")
 
     def step(c: GatedState) -> GatedState:
         s = fista_step(obj, lam, c.fista, options.fista)
@@ -302,7 +286,7 @@ def solve_gated(
     max_iters: ArrayLike | None = None,
     init: ArrayLike | Solution | None = None,
     polish: bool = True,
-    options: GatedOptions | None = None,
+    options: Any = None,
     verbose: bool | int = False,
     callback: progress.Callback | None = None,
 ) -> Solution:

@@ -11,6 +11,8 @@ from a `Problem`, so row-sharded data (whose maps add every shard's) and other o
 from __future__ import annotations
 
 import abc
+import functools
+import operator
 
 import equinox as eqx
 import jax
@@ -18,7 +20,7 @@ import jax.numpy as jnp
 import jax.scipy.linalg
 from jaxtyping import Array, Float, PyTree, Scalar
 
-from .. import certificates, linalg, operators
+from .. import certificates, linalg, operators, prox
 from .._rows import row_total
 from ..problem import Problem
 
@@ -28,7 +30,18 @@ Image = PyTree[Float[Array, "..."]]
 
 
 class CompositeSmooth(eqx.Module):
-    """F(K W) with K linear: what proximal-gradient and Newton steps need."""
+    """F(K W) with K linear: what proximal-gradient and Newton steps need.
+
+    By default F is the problem's loss of the prediction, img = K W (n, c); objectives whose image carries
+    more (the AL's cone residuals) override value, grad, bregman, hvp and image_vdot.
+    """
+
+    problem: eqx.AbstractVar[Problem]
+
+    @property
+    def penalty(self) -> prox.Penalty:
+        """Ω of the composite objective F(K W) + λ Ω(W)."""
+        return self.problem.penalty
 
     @abc.abstractmethod
     def apply(self, W: Float[Array, "p d c"]) -> Image:
@@ -38,25 +51,28 @@ class CompositeSmooth(eqx.Module):
     def transpose(self, g: Image) -> Float[Array, "p d c"]:
         """Kᵀ g."""
 
-    @abc.abstractmethod
     def value(self, img: Image) -> Scalar:
         """F(img)."""
+        return self.problem.loss_value(img)
 
-    @abc.abstractmethod
     def grad(self, img: Image) -> Image:
         """∇F(img)."""
+        return self.problem.loss_grad(img)
 
-    @abc.abstractmethod
     def bregman(self, img1: Image, img0: Image) -> Scalar:
         """F(img1) − F(img0) − ⟨∇F(img0), img1 − img0⟩ ≥ 0, computed without cancellation."""
+        return self.problem.loss_bregman(img1, img0)
 
-    @abc.abstractmethod
     def hvp(self, img: Image, dimg: Image) -> Image:
         """∇²F(img) dimg."""
+        return self.problem.loss_hvp(img, dimg)
 
     def image_vdot(self, a: Image, b: Image) -> Scalar:
         """⟨a, b⟩ in the image space (a sum over rows: objectives of row-sharded data add every shard's)."""
-        return jax.tree.reduce(jnp.add, jax.tree.map(lambda u, v: jnp.sum(u * v), a, b))
+        if self.problem.rows is None:
+            return jax.tree.reduce(jnp.add, jax.tree.map(lambda u, v: jnp.sum(u * v), a, b))
+        parts = [self.problem.row_sum(u * v) for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)]
+        return functools.reduce(operator.add, parts)
 
     def newton_preconditioner(self, img: Image, a: Float[Array, "p c"]):
         """A function v ↦ P⁻¹v for P ≈ Kᵀ∇²F(img)K + diag(1/a) on the groups with a > 0 (identity on the
@@ -83,24 +99,9 @@ class GatedObjective(CompositeSmooth):
     def transpose(self, g):
         return self.problem.adjoint(g)
 
-    def value(self, img):
-        return self.problem.loss_value(img)
-
-    def grad(self, img):
-        return self.problem.loss_grad(img)
-
-    def bregman(self, img1, img0):
-        return self.problem.loss_bregman(img1, img0)
-
-    def hvp(self, img, dimg):
-        return self.problem.loss_hvp(img, dimg)
-
-    def image_vdot(self, a, b):
-        return super().image_vdot(a, b) if self.problem.rows is None else self.problem.row_sum(a * b)
-
     def gap(self, lam, W, img, g, Ktg):
         p = self.problem
-        return certificates.duality_gap(p.loss, p.y, p.N, lam, W, img, g, Ktg, p.rows)
+        return certificates.duality_gap(p.loss, p.y, p.N, lam, W, img, g, Ktg, p.rows, p.penalty)
 
     def newton_preconditioner_pays(self, W, kernel_cg_steps):
         p = self.problem
@@ -191,11 +192,6 @@ class AugmentedLagrangianObjective(CompositeSmooth):
         active = self._slack(R) > 0
         return self.problem.loss_hvp(z, dz), jnp.where(active, self.rho * dR, 0)
 
-    def image_vdot(self, a, b):
-        if self.problem.rows is None:
-            return super().image_vdot(a, b)
-        return sum(self.problem.row_sum(u * v) for u, v in zip(a, b, strict=True))
-
     def newton_preconditioner_pays(self, W, kernel_cg_steps):
         return True  # d×d blocks: cheap next to the CG iterations they save
 
@@ -212,12 +208,8 @@ class AugmentedLagrangianObjective(CompositeSmooth):
         p = self.problem
         X = p.X
         dtype = X.dtype
-        m = p.masks.astype(dtype)
-        m2 = jnp.concatenate([m, m], axis=1)  # (n, q)
-        h = p.hessian_diagonal(z)  # (n, c)
         active = (self._slack(R) > 0).astype(dtype)  # (n, c, q)
-        weight = self.rho * active + m2[:, None, :] * h[:, :, None]  # (n, c, q)
-        B = row_blocks(weight, X, p.rows)
+        B = row_blocks(self.rho * active + stacked_curvature(p, z), X, p.rows)
         on = a > 0
         inv_a = jnp.where(on, 1 / jnp.where(on, a, 1), 1)
         B = B + inv_a[:, :, None, None] * jnp.eye(X.shape[1], dtype=dtype)[None, None]
@@ -226,7 +218,7 @@ class AugmentedLagrangianObjective(CompositeSmooth):
     def gap(self, lam, W, img, g, Ktg):
         """The subproblem's own duality gap (the penalty's conjugate is ⟨θ, Γ/ρ⟩ + ‖θ‖²/(2ρ), θ ≤ 0)."""
         (z, R), (gz, gR) = img, g
-        s = certificates.dual_scale(Ktg, lam)
+        s = certificates.dual_scale(Ktg, lam, self.penalty)
         p = self.problem
         fy = p.fenchel_young_gap(z, s * gz)
         t = self._slack(R)
@@ -234,7 +226,14 @@ class AugmentedLagrangianObjective(CompositeSmooth):
         fy_pen = p.row_sum(jnp.square(self.rho * jnp.maximum(t, 0) + theta)) / (2 * self.rho) + p.row_sum(
             theta * jnp.minimum(t, 0)
         )
-        return fy + fy_pen + certificates.penalty_gap(lam, W, Ktg, s)
+        return fy + fy_pen + certificates.penalty_gap(lam, W, Ktg, s, self.penalty)
+
+
+def stacked_curvature(problem: Problem, z: Float[Array, "n c"]) -> Float[Array, "n c q"]:
+    """m_jq h_jk for the stacked blocks q of [U; V]: the loss's Hessian diagonal h where block q's pattern is on."""
+    m = problem.masks.astype(z.dtype)
+    m2 = jnp.concatenate([m, m], axis=1)  # (n, q)
+    return m2[:, None, :] * problem.hessian_diagonal(z)[:, :, None]
 
 
 def row_blocks(weight: Float[Array, "n c q"], X: Float[Array, "n d"], rows) -> Float[Array, "q c d d"]:

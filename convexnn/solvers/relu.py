@@ -17,6 +17,7 @@ from jax.typing import ArrayLike
 
 from .. import losses as _losses
 from .. import progress
+from ..certificates import ReluRule
 from ..options import ADMMOptions, ALOptions, check_options
 from ..problem import Problem, on_shards, prepare, unstack
 from ..sharding import RowSharded
@@ -66,7 +67,7 @@ def relu_program(problem: Problem, lam, W0, tol, constraint_tol, max_iters, stat
     """
     problem, units = problem.in_units()
     lam_s, W0 = units.lam_in(lam), units.weights_in(W0)
-    args = (problem, lam_s, W0, tol, constraint_tol, max_iters)
+    args = (problem, lam_s, W0, ReluRule(tol, constraint_tol), max_iters)
     if static.method == "al":
         s = solve_relu_al(
             *args, polish=static.polish, opts=static.options, monitor=static.monitor, units=units, state=state
@@ -138,8 +139,8 @@ def solve_relu(
     max_iters: ArrayLike | None = None,
     init: Any = None,
     polish: bool = True,
-    options: ALOptions | ADMMOptions | None = None,
-    admm_options: ADMMOptions | None = None,
+    options: Any = None,
+    admm_options: Any = None,
     verbose: bool | int = False,
     callback: progress.Callback | None = None,
 ) -> Solution:
