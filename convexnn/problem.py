@@ -162,16 +162,6 @@ class Prepared(NamedTuple):
     W0: jax.Array
     resume: Any
 
-    @property
-    def dtype(self):
-        return self.W0.dtype
-
-    def problem(self, loss: _losses.Loss) -> Problem:
-        """The single-device `Problem` of these inputs."""
-        return Problem(
-            X=self.X, masks=self.masks, y=self.Y, loss=loss, N=loss.normaliser(self.Y), rescale_x=self.rescale_x
-        )
-
     def replicated(self, *x: Any) -> Any:
         """x on every device of a `RowSharded`'s mesh; x itself for data on one device."""
         return replicate_on_mesh(self.X.mesh, x) if isinstance(self.X, RowSharded) else x
