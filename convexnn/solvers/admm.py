@@ -51,7 +51,7 @@ from ..linalg import nystrom, pcg
 from ..options import ADMMOptions, NewtonOptions
 from ..problem import Problem
 from ..solution import RUNNING, Status
-from ._loop import iterate
+from ._loop import iterate, running
 from .admm_polish import PolishResult, polish_relu
 
 __all__ = ["ADMMState", "Point", "solve_relu_admm", "uses_loss_split"]
@@ -285,7 +285,7 @@ def _polish_step(maps: _Maps, cert: _Certify, st: ADMMState, max_iters, opts: AD
     _, R = problem.split(problem.products(st.v_out))
     b = st.point.b
     gamma_admm = jnp.maximum(-st.rho_s * b, 0)  # ρ_s b does not change when balancing rescales ρ_s
-    attempt = (st.status == RUNNING) & (st.iterations < max_iters) & (st.admm_steps >= st.next_polish)
+    attempt = running(st, max_iters) & (st.admm_steps >= st.next_polish)
 
     def run_polish(_):
         res = polish_relu(

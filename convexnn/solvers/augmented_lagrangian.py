@@ -85,11 +85,16 @@ def _measure(problem: Problem, lam: Scalar, W: Array, gamma: Array) -> _Point:
     )
 
 
+def _rho_max(problem: Problem, opts: ALOptions, dtype) -> Scalar:
+    """ρ's cap, rho_max_eps / (N·eps): beyond it the penalty's gradient carries ρ × the rounding of X W."""
+    return jnp.asarray(opts.rho_max_eps / (problem.N * jnp.finfo(dtype).eps), dtype)
+
+
 def _initial(problem: Problem, lam, W0, rule: ReluRule, opts: ALOptions) -> ALState:
     dtype = W0.dtype
     n, c = problem.y.shape
     gamma0 = jnp.zeros((n, c, W0.shape[0]), dtype)
-    rho_max = jnp.asarray(opts.rho_max_eps / (problem.N * jnp.finfo(dtype).eps), dtype)
+    rho_max = _rho_max(problem, opts, dtype)
     inf = jnp.asarray(jnp.inf, dtype)
     start = _measure(problem, lam, W0, gamma0)
     best0 = select(rule.feasible(start.violation), start, _Point(W0, inf, inf, inf))
@@ -137,7 +142,7 @@ def _outer_step(problem, lam, s: ALState, rule: ReluRule, max_iters, polish: boo
         | (point.violation < 0.5 * s.window_violation)
     )
     status = jnp.where(_met(rule, point), Status.CONVERGED, jnp.where(due & ~moved, Status.STALLED, RUNNING))
-    rho_max = jnp.asarray(opts.rho_max_eps / (problem.N * eps), dtype)
+    rho_max = _rho_max(problem, opts, dtype)
     return ALState(
         point=point,
         best=best,
