@@ -19,7 +19,9 @@ from .losses import CrossEntropy as CrossEntropy
 from .losses import Logistic as Logistic
 from .losses import Squared as Squared
 from .networks import Network as Network
+from .networks import ReluInterval as ReluInterval
 from .networks import network_objective as network_objective
+from .networks import relu_interval as relu_interval
 from .networks import to_network as to_network
 from .options import ADMMOptions as ADMMOptions
 from .options import ALOptions as ALOptions

@@ -45,6 +45,7 @@ __all__ = ["ConvexReLUBase", "is_real_scalar", "padded_rows", "padded_columns", 
 
 
 _MODELS = ("gated", "relu")
+_PENALTIES = ("nuclear", "group")
 _SOLVERS = {"gated": ("auto", "fista"), "relu": ("auto", "al", "admm")}
 
 
@@ -132,11 +133,16 @@ class _Problem(NamedTuple):
     gates: np.ndarray  # (d_pad, P) in the solve dtype
     ratio: float  # n / n_pad: λ is scaled by it
     tol_scale: float  # what tol is scaled by: n / n_pad times u(real rows) / u(padded rows)
+    penalty: str  # "group" or "nuclear" (the same program for one output; "group" is then used)
 
     def lam_max(self) -> float:
-        """max_i ‖X̃ᵀ D_i ∇L(0)‖₂ over patterns and outputs: the smallest λ with the zero solution."""
+        """The smallest λ with the zero solution (gated): max_i of the dual norm of X̃ᵀ D_i ∇L(0), ℓ2 per
+        output ("group") or spectral per pattern ("nuclear")."""
         G = np.asarray(self.loss.grad(jnp.zeros(self.Y.shape), jnp.asarray(self.Y), self.loss.normaliser(self.Y)))
         G = G.astype(np.float64)
+        if self.penalty == "nuclear":
+            blocks = np.einsum("nd,np,nc->pdc", self.F, self.masks.astype(np.float64), G)
+            return float(np.max(np.linalg.norm(blocks, ord=2, axis=(1, 2))))
         norms = [np.linalg.norm(self.F.T @ (self.masks * G[:, [k]]), axis=0) for k in range(G.shape[1])]
         return float(np.max(norms))
 
@@ -165,6 +171,7 @@ class ConvexReLUBase(BaseEstimator):
         model="gated",
         solver="auto",
         loss=None,
+        penalty="nuclear",
         tol=1e-5,
         max_iter=10_000,
         standardize=True,
@@ -177,6 +184,7 @@ class ConvexReLUBase(BaseEstimator):
         self.model = model
         self.solver = solver
         self.loss = loss
+        self.penalty = penalty
         self.tol = tol
         self.max_iter = max_iter
         self.standardize = standardize
@@ -192,6 +200,8 @@ class ConvexReLUBase(BaseEstimator):
         if self.solver not in _SOLVERS[self.model]:
             options = _SOLVERS[self.model]
             raise ValueError(f"solver must be one of {options} for model={self.model!r}; got {self.solver!r}")
+        if self.penalty not in _PENALTIES:
+            raise ValueError(f"penalty must be one of {_PENALTIES}; got {self.penalty!r}")
         if not (isinstance(self.n_gates, int | np.integer) and self.n_gates >= 1):
             raise ValueError(f"n_gates must be a positive integer; got {self.n_gates!r}")
         if not (is_real_scalar(self.tol) and np.isfinite(self.tol) and self.tol > 0):
@@ -245,7 +255,9 @@ class ConvexReLUBase(BaseEstimator):
         # rows' times n/n_pad (plus a constant), is the real rows' rule with tol scaled by n/n_pad · u / u_padded.
         unit, unit_padded = (float(objective_unit(T, loss)) for T in (Y, Yp))
         tol_scale = (n / n_pad) * unit / unit_padded
-        return _Problem(F, masks, Y, loss, Fp, Mp, Yp[:, 0] if Y.shape[1] == 1 else Yp, Gp, n / n_pad, tol_scale)
+        penalty = self.penalty if Y.shape[1] > 1 else "group"
+        yp = Yp[:, 0] if Y.shape[1] == 1 else Yp
+        return _Problem(F, masks, Y, loss, Fp, Mp, yp, Gp, n / n_pad, tol_scale, penalty)
 
     @staticmethod
     def _fill(loss: _losses.Loss, c: int) -> np.ndarray:
@@ -276,6 +288,7 @@ class ConvexReLUBase(BaseEstimator):
                 Mp,
                 lam * r,
                 loss=problem.loss,
+                penalty=problem.penalty,
                 tol=self.tol * problem.tol_scale,
                 max_iters=self.max_iter,
                 polish=polish,
@@ -287,6 +300,7 @@ class ConvexReLUBase(BaseEstimator):
             Mp,
             lam * r,
             loss=problem.loss,
+            penalty=problem.penalty,
             method=method,
             tol=self.tol * problem.tol_scale,
             max_iters=self.max_iter,
@@ -303,6 +317,7 @@ class ConvexReLUBase(BaseEstimator):
             model=self.model,
             mode="warm",
             loss=problem.loss,
+            penalty=problem.penalty,
             method="al" if self.solver == "auto" else self.solver,
             tol=tol * problem.tol_scale,
             max_iters=self.max_iter,
@@ -323,7 +338,8 @@ class ConvexReLUBase(BaseEstimator):
         sol = self._solve(problem, self.lam_, path_length)
 
         d = problem.F.shape[1]
-        net = (to_network(sol, jnp.asarray(problem.gates)) if self.model == "gated" else to_network(sol)).prune()
+        gates = jnp.asarray(problem.gates)
+        net = (to_network(sol, gates) if self.model == "gated" else to_network(sol, X=problem.Fp)).prune()
         self.first_layer_ = np.asarray(net.W1, np.float64)[:d]  # (d̃, m)
         self.second_layer_ = np.asarray(net.w2, np.float64)  # (m, c)
         self.neuron_gates_ = None if net.gates is None else np.asarray(net.gates, np.float64)[:d]

@@ -43,6 +43,7 @@ __all__ = [
     "ReluRule",
     "lam_max",
     "relu_lam_max",
+    "relu_nuclear_lam_max",
     "objective_unit",
 ]
 
@@ -156,13 +157,18 @@ def _unit_lam_max(problem: Problem, model: str) -> Scalar:
     norms of Xᵀ D_i ∇L(0) then neither underflow nor overflow, whatever the scale of X and y."""
     problem, units = problem.in_units()
     AtG = problem.adjoint(problem.loss_grad(jnp.zeros_like(problem.y)))
-    top = relu_lam_max(problem.X, problem.masks, AtG) if model == "relu" else jnp.max(prox.group_norms(AtG))
+    if model == "gated":
+        top = jnp.max(problem.penalty.dual_norms(AtG))
+    elif isinstance(problem.penalty, prox.Nuclear):
+        top = relu_nuclear_lam_max(problem.X, problem.masks, AtG)
+    else:
+        top = relu_lam_max(problem.X, problem.masks, AtG)
     return units.lam_out(top)
 
 
 @eqx.filter_jit
-def _lam_max_sharded(data: RowSharded, loss: _losses.Loss) -> Scalar:
-    return on_shards(lambda problem: _unit_lam_max(problem, "gated"), data, loss)
+def _lam_max_sharded(data: RowSharded, loss: _losses.Loss, penalty: prox.Penalty) -> Scalar:
+    return on_shards(lambda problem: _unit_lam_max(problem, "gated"), data, loss, penalty=penalty)
 
 
 def relu_lam_max(X: Float[Array, "n d"], masks: Bool[Array, "n p"], AtG: Float[Array, "p d c"]) -> Scalar:
@@ -172,6 +178,11 @@ def relu_lam_max(X: Float[Array, "n d"], masks: Bool[Array, "n p"], AtG: Float[A
     ⟨Xᵀ D_i ∇L, u⟩ + λ‖u‖ ≥ 0 (and with −Xᵀ D_i ∇L for v_i), i.e. λ ≥ max_{u ∈ K_i, ‖u‖ ≤ 1} ⟨∓a, u⟩ =
     ‖Π_{K_i}(∓a)‖ (Moreau). Each projection is a small interior-point QP (`cone_qp`).
     """
+    return jnp.max(_cone_projections(X, masks, AtG))
+
+
+def _cone_projections(X: Float[Array, "n d"], masks: Bool[Array, "n p"], AtG: Float[Array, "p d c"]) -> Array:
+    """‖Π_{K_i}(∓ a_ik)‖ for every block i, output k and sign (2, P, c), a_ik = AtG[i, :, k]."""
     P, d, c = AtG.shape
     signs = jnp.where(masks, 1.0, -1.0).astype(X.dtype)
     zero = jnp.zeros((X.shape[0],), X.dtype)
@@ -181,15 +192,29 @@ def relu_lam_max(X: Float[Array, "n d"], masks: Bool[Array, "n p"], AtG: Float[A
         a = AtG[i, :, k]
         up = cone_qp(X, signs[:, i], -a, zero)
         down = cone_qp(X, signs[:, i], a, zero)
-        return jnp.maximum(jnp.linalg.norm(up), jnp.linalg.norm(down))
+        return jnp.stack([jnp.linalg.norm(up), jnp.linalg.norm(down)])
 
     idx_i, idx_k = jnp.meshgrid(jnp.arange(P), jnp.arange(c), indexing="ij")
-    return jnp.max(lax.map(block, (idx_i.reshape(-1), idx_k.reshape(-1)), batch_size=min(P * c, 16)))
+    norms = lax.map(block, (idx_i.reshape(-1), idx_k.reshape(-1)), batch_size=min(P * c, 16))
+    return jnp.moveaxis(norms.reshape(P, c, 2), 2, 0)
+
+
+def relu_nuclear_lam_max(X: Float[Array, "n d"], masks: Bool[Array, "n p"], AtG: Float[Array, "p d c"]) -> Scalar:
+    """A λ at which zero solves the nuclear relaxation of the exact ReLU program: an upper bound on its λ_max.
+
+    Zero is optimal iff λ ≥ max_{U ∈ C_i, ‖U‖_* ≤ 1} ⟨∓A_i, U⟩ for every block i and sign, C_i the matrices
+    whose columns lie in K_i. That support function is itself a conic program; it is at most ‖A_i‖₂ (drop
+    the cone) and at most ‖Π_{C_i}(∓A_i)‖_F = (Σ_k ‖Π_{K_i}(∓a_ik)‖²)^½ (‖U‖_F ≤ ‖U‖_*), so the smaller of
+    the two bounds it; at least the largest single column's ‖Π_{K_i}(∓a_ik)‖ (rank-one U = u e_kᵀ).
+    """
+    frobenius = jnp.sqrt(jnp.sum(jnp.square(_cone_projections(X, masks, AtG)), axis=-1))  # (2, P)
+    return jnp.max(jnp.minimum(jnp.max(frobenius, axis=0), prox.spectral_norms(AtG)))
 
 
 @eqx.filter_jit
-def _lam_max(X, Y, masks, loss: _losses.Loss, model: str, rescale_x: bool) -> Scalar:
-    return _unit_lam_max(Problem(X=X, masks=masks, y=Y, loss=loss, N=loss.normaliser(Y), rescale_x=rescale_x), model)
+def _lam_max(X, Y, masks, loss: _losses.Loss, model: str, rescale_x: bool, penalty: prox.Penalty) -> Scalar:
+    problem = Problem(X=X, masks=masks, y=Y, loss=loss, N=loss.normaliser(Y), rescale_x=rescale_x, penalty=penalty)
+    return _unit_lam_max(problem, model)
 
 
 def lam_max(
@@ -199,26 +224,34 @@ def lam_max(
     loss: str | _losses.Loss = "squared",
     *,
     model: str = "gated",
+    penalty: str = "group",
 ) -> Scalar:
-    """The smallest λ whose solution is all zero: λ_max = max_i ‖Xᵀ D_i ∇L(0)‖₂ (max over groups), gated.
+    """The smallest λ whose solution is all zero: λ_max = max_g ‖(Xᵀ D_i ∇L(0))_g‖_* (max over blocks), gated.
+
+    The dual norm is the penalty's: ℓ2 of each column Xᵀ D_i ∇L(0)[:, k] (penalty="group"), the spectral norm
+    of each d×c block Xᵀ D_i ∇L(0) (penalty="nuclear").
 
     For model="relu" the cone constraints shrink it to max_{i,±} ‖Π_{K_i}(∓Xᵀ D_i ∇L(0))‖₂ ≤ the gated
     value, K_i = {u : (2D_i − I) X u ≥ 0}: a projection per block (small interior-point QPs, O(n d²) each),
-    so it costs far more than the gated closed form.
+    so it costs far more than the gated closed form. For model="relu" with penalty="nuclear" the exact
+    threshold is a conic program per block; the value returned is an upper bound on it (zero solves the
+    relaxation at that λ; `relu_nuclear_lam_max`).
 
     Args:
         X: data (n, d), or a `RowSharded` from `shard_rows` (then y and masks are left out; gated only).
         y: targets (n,) or (n, c); masks: (n, P) bool.
         loss: the loss name or instance.
         model: "gated" or "relu".
+        penalty: "group" or "nuclear", as in `solve_gated`.
     """
     if model not in ("gated", "relu"):
         raise ValueError(f"model must be 'gated' or 'relu'; got {model!r}")
+    penalty = prox.get_penalty(penalty)
     loss = _losses.get_loss(loss)
     if isinstance(X, RowSharded):
         check_sharded(X, y, masks, loss)
         if model == "relu":
             raise NotImplementedError("lam_max(model='relu') needs the data on one device; pass X, y, masks")
-        return _lam_max_sharded(X, loss)
+        return _lam_max_sharded(X, loss, penalty)
     X, Y, masks, _, rescale_x = _validate.check_data(X, y, masks, loss)
-    return _lam_max(X, Y, masks, loss, model, rescale_x)
+    return _lam_max(X, Y, masks, loss, model, rescale_x, penalty)

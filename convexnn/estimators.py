@@ -68,6 +68,7 @@ class CVMixin:
         model="gated",
         solver="auto",
         loss=None,
+        penalty="nuclear",
         tol=1e-5,
         max_iter=10_000,
         standardize=True,
@@ -86,6 +87,7 @@ class CVMixin:
         self.model = model
         self.solver = solver
         self.loss = loss
+        self.penalty = penalty
         self.tol = tol
         self.max_iter = max_iter
         self.standardize = standardize
@@ -162,8 +164,8 @@ class CVMixin:
 class ConvexReLURegressor(RegressorMixin, ConvexReLUBase):
     """Regression by a two-layer (gated) ReLU network trained to a certified global optimum.
 
-    Minimises (1/(2nc)) Σ (f(x̃_j) − ỹ_j)² + λ Σ_i ‖w_i‖₂ over the convex reformulation, with ỹ the
-    standardized targets (when `standardize`); multi-output y (n, c) is supported.
+    Minimises (1/(2nc)) Σ (f(x̃_j) − ỹ_j)² + λ Ω(W) over the convex reformulation, with ỹ the
+    standardized targets (when `standardize`); multi-output y (n, c) is supported, Ω as `penalty` says.
 
     Args:
         n_gates: P, the number of sampled gates (activation patterns; at most 2P neurons for "relu").
@@ -176,6 +178,11 @@ class ConvexReLURegressor(RegressorMixin, ConvexReLUBase):
         solver: "auto" (gated: R-FISTA + Newton polish; relu: augmented Lagrangian), "fista" (gated, no
             polish), "al" or "admm" (relu).
         loss: only "squared" (or None) for regression.
+        penalty: "nuclear" (default: with several outputs or classes, one hidden layer shared by all of them,
+            λ Σ_i ‖W_i‖_*, the network people train for multi-output problems) or "group" (λ Σ_i Σ_k ‖W[i,:,k]‖₂:
+            one network per output). The same program for one output (then "group" is solved). With
+            model="relu" and "nuclear" the fit solves the convex relaxation and reads a true ReLU network off
+            it (`convexnn.networks.relu_interval`).
         tol: the solver's relative tolerance: stop when the duality gap ≤ tol · max(u, |objective|) on the
             training rows (u = 1 for standardized targets and for classification; the rule of `solve_gated`).
         max_iter: iteration budget of the solver.
@@ -233,8 +240,8 @@ class ConvexReLUClassifier(ClassifierMixin, ConvexReLUBase):
 
     Two classes: logistic loss (1/n) Σ log(1 + exp(−y_j f(x̃_j))) with labels ±1 and P(class 1) = σ(f).
     More: cross-entropy (1/n) Σ [logsumexp f(x̃_j) − f(x̃_j)_{y_j}] and probabilities softmax(f). With
-    loss="squared", least squares on ±1 (binary) or one-hot targets (no `predict_proba`). The penalty is
-    λ Σ_i Σ_k ‖W[i, :, k]‖₂ in every case.
+    loss="squared", least squares on ±1 (binary) or one-hot targets (no `predict_proba`). With more than two
+    classes the default penalty="nuclear" shares the hidden layer across classes (λ Σ_i ‖W_i‖_*).
 
     Args: as for `ConvexReLURegressor`, with loss None (logistic / cross-entropy as above) or "squared";
     standardize applies to X only.

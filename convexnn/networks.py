@@ -8,6 +8,14 @@ a block v of the exact ReLU program) has ‖w‖² + α² = 2‖u‖, so the wei
 of the network equals the convex objective, and on the training data relu(X w) α = D X u whenever u
 satisfies its cone constraint. For gated solutions the network keeps the gates: neuron j computes
 1[x·g_j ≥ 0] (x·w_j) α_j.
+
+Nuclear solutions (one hidden layer shared by the c outputs): block U_i = Σ_j σ_j a_j b_jᵀ gives the neurons
+w_j = √σ_j a_j with output weights α_j = √σ_j b_j (c-vectors), Σ_j ‖w_j‖² + ‖α_j‖² = 2‖U_i‖_*: at most
+min(d, c) neurons per block, sharing gate g_i. For the exact ReLU relaxation a neuron reproduces D_i X w_j
+only when w_j (or −w_j, with −α_j) lies in pattern i's cone; a block whose singular vectors do not is read
+off column by column instead (neuron u_k/√‖u_k‖ feeding output k alone, penalty Σ_k ‖u_k‖ ≥ ‖U_i‖_*), so
+the network is always a true ReLU network and its objective bounds the non-convex optimum from above
+(`relu_interval`).
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ import json
 import os
 import zipfile
 from collections.abc import Callable
+from typing import NamedTuple
 
 import equinox as eqx
 import jax
@@ -25,11 +34,11 @@ import numpy as np
 from jax.typing import ArrayLike
 from jaxtyping import Array, Float
 
-from . import _validate
+from . import _validate, prox
 from . import losses as _losses
 from .solution import Solution
 
-__all__ = ["Network", "to_network", "network_objective"]
+__all__ = ["Network", "to_network", "network_objective", "relu_interval", "ReluInterval"]
 
 
 _FORMAT = "convexnn.Network"
@@ -208,17 +217,75 @@ def _neurons(W: Array, sign: float) -> tuple[Array, Array]:
     return W1, w2
 
 
-def to_network(solution: Solution, gates: ArrayLike | None = None) -> Network:
+def _shared_neurons(W: Array, sign: float) -> tuple[Array, Array]:
+    """Neurons of nuclear blocks W (P, d, c): first layer (d, P·r), second (P·r, c), r = min(d, c)."""
+    F, G, _ = prox.balanced_factors(W)
+    P, d, r = F.shape
+    return jnp.moveaxis(F, 1, 0).reshape(d, P * r), sign * jnp.swapaxes(G, 1, 2).reshape(P * r, W.shape[2])
+
+
+def _in_cones(F: Array, G: Array, X: Array | None, masks: Array | None) -> Array:
+    """(P,) whether every factor pair (a_j, b_j) of a block can be a ReLU neuron: ±a_j in the block's cone.
+
+    With the data (X, masks): s_i ⊙ X a_j ≥ 0 or ≤ 0 up to 1e-6 of max |X a_j|. Without: b_j single-signed,
+    which suffices (a_j = U_i b_j / σ_j is then a non-negative combination of ± the block's columns, which
+    lie in the cone).
+    """
+    on = jnp.sum(G * G, axis=1) > 0  # (P, r)
+    if X is None or masks is None:
+        tiny = 1e-6 * jnp.max(jnp.abs(G), axis=1)
+        signed = jnp.all(G >= -tiny[:, None, :], axis=1) | jnp.all(G <= tiny[:, None, :], axis=1)
+    else:
+        XF = jnp.einsum("nd,pdr->npr", X, F, precision=jax.lax.Precision.HIGHEST)
+        R = jnp.where(jnp.asarray(masks)[:, :, None], XF, -XF)
+        tol = 1e-6 * jnp.max(jnp.abs(XF), axis=0)
+        signed = jnp.all(R >= -tol, axis=0) | jnp.all(R <= tol, axis=0)
+    return jnp.all(signed | ~on, axis=1)
+
+
+def _relu_shared_neurons(W: Array, sign: float, X: Array | None, masks: Array | None) -> tuple[Array, Array]:
+    """ReLU neurons of nuclear blocks (P, d, c) of the relaxation: c slots per block, the SVD factors (each
+    oriented into the cone) where they all lie in ± the cone, the columns where they do not."""
+    P, d, c = W.shape
+    F, G, _ = prox.balanced_factors(W)
+    r = F.shape[2]
+    ok = _in_cones(F, G, X, masks)
+    # Orient each factor into the cone: flip (a_j, b_j) → (−a_j, −b_j) where X a_j lies in −K_i.
+    if X is None or masks is None:
+        flip = jnp.sum(G, axis=1) < 0  # b_j ≤ 0: −a_j is the cone's
+    else:
+        XF = jnp.einsum("nd,pdr->npr", X, F, precision=jax.lax.Precision.HIGHEST)
+        flip = jnp.sum(jnp.where(jnp.asarray(masks)[:, :, None], XF, -XF), axis=0) < 0
+    orient = jnp.where(flip, -1.0, 1.0).astype(W.dtype)[:, None, :]
+    F, G = F * orient, G * orient
+    pad = c - r
+    F = jnp.concatenate([F, jnp.zeros((P, d, pad), W.dtype)], axis=2)
+    G = jnp.concatenate([G, jnp.zeros((P, c, pad), W.dtype)], axis=2)
+    cols_W1, cols_w2 = _neurons(W, sign)  # (d, P·c), (P·c, c): column k of block i feeds output k
+    svd_W1 = jnp.moveaxis(F, 1, 0).reshape(d, P * c)
+    svd_w2 = sign * jnp.swapaxes(G, 1, 2).reshape(P * c, c)
+    use = jnp.repeat(ok, c)
+    return jnp.where(use[None, :], svd_W1, cols_W1), jnp.where(use[:, None], svd_w2, cols_w2)
+
+
+def to_network(solution: Solution, gates: ArrayLike | None = None, *, X: ArrayLike | None = None) -> Network:
     """The network of a solution: w = u/√‖u‖, α = √‖u‖ per non-zero block (α = −√‖v‖ for the V blocks).
+
+    Nuclear solutions (`penalty="nuclear"`) give the shared-neuron network: per block the SVD factors
+    w_j = √σ_j a_j, α_j = √σ_j b_j, at most min(d, c) neurons sharing gate g_i (see the module docstring;
+    exact ReLU: c slots per block, SVD factors where they lie in the cone, columns where they do not).
 
     Args:
         solution: from `solve_relu` (weights (U, V)) or `solve_gated` (weights W; then `gates` is needed), for a
             single λ: of a path from `solve_path`, pass one point, `path[k]`.
         gates: the gate vectors (d, P) a gated solution was solved with.
+        X: for nuclear exact-ReLU solutions, the training data (n, d): the SVD factors are then checked
+            against their cones on it (with the masks the solution carries); without it a factor passes only
+            when its output weights share one sign.
 
     Returns:
-        a `Network` with one neuron per block and output (zero neurons included, so it jits and vmaps;
-        `Network.prune()` drops them). Its non-convex objective equals the solution's convex objective.
+        a `Network` (zero neurons included, so it jits and vmaps; `Network.prune()` drops them). Its
+        non-convex objective equals the solution's convex objective (nuclear exact ReLU: is at least it).
     """
     lead = jnp.shape(solution.status)
     if lead:
@@ -227,12 +294,19 @@ def to_network(solution: Solution, gates: ArrayLike | None = None) -> Network:
             "solve_path, or a batch of solves): pick one λ with solution[k], as in to_network(path[k], gates)"
         )
     weights = solution.weights
+    nuclear = solution.penalty == "nuclear"
     if isinstance(weights, tuple | list):
         U, V = weights
         squeeze = U.ndim == 2
         U3, V3 = (U[..., None], V[..., None]) if squeeze else (U, V)
-        Wu, au = _neurons(U3, 1.0)
-        Wv, av = _neurons(V3, -1.0)
+        if nuclear and not squeeze:
+            masks = solution.stats.get("masks")
+            Xd = None if X is None else jnp.asarray(X, U3.dtype)
+            Wu, au = _relu_shared_neurons(U3, 1.0, Xd, masks)
+            Wv, av = _relu_shared_neurons(V3, -1.0, Xd, masks)
+        else:
+            Wu, au = _neurons(U3, 1.0)
+            Wv, av = _neurons(V3, -1.0)
         return Network(W1=jnp.concatenate([Wu, Wv], axis=1), w2=jnp.concatenate([au, av]), squeeze=squeeze)
     if gates is None:
         raise ValueError("a gated solution needs its gates: to_network(solution, gates)")
@@ -242,6 +316,9 @@ def to_network(solution: Solution, gates: ArrayLike | None = None) -> Network:
     G = jnp.asarray(gates, W3.dtype)
     if G.shape != (W3.shape[1], W3.shape[0]):
         raise ValueError(f"gates must be (d, P) = {(W3.shape[1], W3.shape[0])}; got {G.shape}")
+    if nuclear:
+        W1, w2 = _shared_neurons(W3, 1.0)
+        return Network(W1=W1, w2=w2, gates=jnp.repeat(G, W1.shape[1] // W3.shape[0], axis=1), squeeze=squeeze)
     W1, w2 = _neurons(W3, 1.0)
     c = W3.shape[2]
     return Network(W1=W1, w2=w2, gates=jnp.repeat(G, c, axis=1), squeeze=squeeze)
@@ -260,3 +337,36 @@ def network_objective(
     pred = pred[:, None] if pred.ndim == 1 else pred
     decay = jnp.sum(net.W1 * net.W1) + jnp.sum(net.w2 * net.w2)
     return loss.value(pred, Y, loss.normaliser(Y)) + 0.5 * lam * decay
+
+
+class ReluInterval(NamedTuple):
+    """A certified interval on the optimum of the ReLU network over the solution's activation patterns.
+
+    lower: the relaxation's objective − gap, a dual value (no network with these patterns does better);
+    upper: `network`'s objective (a network that attains it); network: the ReLU network read off the solution.
+    """
+
+    lower: jax.Array
+    upper: jax.Array
+    network: Network
+
+
+def relu_interval(solution: Solution, X: ArrayLike, y: ArrayLike, loss: str | _losses.Loss = "squared") -> ReluInterval:
+    """[relaxation optimum − gap, network objective] for a nuclear `solve_relu` solution (or any exact one).
+
+    The vector-output ReLU network's own program is copositive; its convex relaxation (every column of U_i in
+    pattern i's cone) bounds it from below, and the network `to_network(solution, X=X)` from above. The width
+    upper − lower is how far from the global optimum (over these patterns) the returned network can be; for
+    penalty="group" the program is exact and the width is the gap.
+
+    Args:
+        solution: one λ of `solve_relu` (weights (U, V)); X, y, loss: its training data and loss.
+    """
+    if not isinstance(solution.weights, tuple | list):
+        raise ValueError("relu_interval needs a solution of solve_relu (weights (U, V))")
+    net = to_network(solution, X=X)
+    upper = network_objective(net, X, y, solution.lam, loss)
+    # objective − gap is the dual point's value exactly (`certificates.relu_duality_gap`), a lower bound
+    # on the relaxation's optimum even where the point is slightly infeasible.
+    lower = solution.objective - solution.gap
+    return ReluInterval(lower=lower, upper=upper, network=net)

@@ -26,7 +26,7 @@ import numpy as np
 from jax import lax
 from jax.typing import ArrayLike
 
-from . import _validate, progress
+from . import _validate, progress, prox
 from . import losses as _losses
 from .options import GatedOptions, check_options
 from .problem import Problem, on_shards, prepare, stack
@@ -131,7 +131,8 @@ def _solver(problem: Problem, tol, constraint_tol, max_iters, static: _PathStati
 
 def _path_program(X, Y, masks, lams, W0, tol, constraint_tol, max_iters, static: _PathStatic):
     loss = static.solve.loss
-    problem = Problem(X=X, masks=masks, y=Y, loss=loss, N=loss.normaliser(Y), rescale_x=static.solve.rescale_x)
+    rescale_x, penalty = static.solve.rescale_x, static.solve.penalty
+    problem = Problem(X=X, masks=masks, y=Y, loss=loss, N=loss.normaliser(Y), rescale_x=rescale_x, penalty=penalty)
     return _sweep(_solver(problem, tol, constraint_tol, max_iters, static, True), lams, W0, static.mode)
 
 
@@ -147,7 +148,7 @@ def _path_sharded_program(data: RowSharded, lams, W0, tol, constraint_tol, max_i
     def local(problem, lams, W0, tol, constraint_tol, max_iters):
         return _sweep(_solver(problem, tol, constraint_tol, max_iters, static, False), lams, W0, static.mode)
 
-    return on_shards(local, data, solve.loss, lams, W0, tol, constraint_tol, max_iters)
+    return on_shards(local, data, solve.loss, lams, W0, tol, constraint_tol, max_iters, penalty=solve.penalty)
 
 
 _path_sharded = eqx.filter_jit(not_differentiable(_path_sharded_program, 6, "solve_path on row-sharded data"))
@@ -162,6 +163,7 @@ def solve_path(
     model: str = "gated",
     mode: str = "warm",
     loss: str | _losses.Loss = "squared",
+    penalty: str = "group",
     method: str = "al",
     tol: ArrayLike | None = None,
     constraint_tol: ArrayLike = 1e-6,
@@ -173,10 +175,10 @@ def solve_path(
 ) -> Solution:
     """Solve the gated or the exact ReLU program for every λ in `lams`; each field gains a leading λ axis.
 
-        W*(λ_k) = argmin_W L(Σ_i D_i X w_i, y) + λ_k Σ_g ‖W_g‖  (gated; ReLU adds the cone constraints)
+        W*(λ_k) = argmin_W L(Σ_i D_i X w_i, y) + λ_k Ω(W)  (gated; ReLU adds the cone constraints)
 
     Args:
-        X, y, masks, loss, tol, polish: as in `solve_gated` (X may be a `RowSharded` from `shard_rows`, with
+        X, y, masks, loss, penalty, tol, polish: as in `solve_gated` (X may be a `RowSharded` from `shard_rows`, with
             y and masks left out: the path then runs as one `shard_map` program and is not differentiable).
         lams: 1-D array of λ ≥ 0, in any order (results come back in the same order).
         model: "gated" (`solve_gated` per λ) or "relu" (`solve_relu` per λ: weights (U, V)).
@@ -200,6 +202,7 @@ def solve_path(
         raise ValueError(f"mode must be one of {_MODES}; got {mode!r}")
     loss = _losses.get_loss(loss)
     monitor = progress.monitor(verbose, callback, "gated" if model == "gated" else f"relu-{method}")
+    penalty = prox.get_penalty(penalty)
     if model == "relu":
         check_relu_method(method, loss)
         options = relu_options(method, options, None)
@@ -220,9 +223,9 @@ def solve_path(
         path=True,
     )
     if model == "relu":
-        solve = ReluStatic(loss, method, bool(polish), options, monitor, p.rescale_x)
+        solve = ReluStatic(loss, method, bool(polish), options, monitor, p.rescale_x, penalty)
     else:
-        solve = GatedStatic(loss, bool(polish), options, monitor, p.rescale_x)
+        solve = GatedStatic(loss, bool(polish), options, monitor, p.rescale_x, penalty)
     static = _PathStatic(model, mode, solve)
     numbers = (p.lam, p.W0, p.tol, p.constraint_tol, p.max_iters)
     if isinstance(p.X, RowSharded):

@@ -50,8 +50,8 @@ class Problem(eqx.Module):
         loss: the loss (static); N: its normaliser (static; from the global shape on sharded data).
         rows: for one shard of row-sharded data, its real rows and the mesh axis (None: all rows, one device).
         rescale_x: whether `in_units` must bring X to unit scale (static; `convexnn._units`).
-        penalty: the block penalty Ω of λ Ω(W) (static; `convexnn.prox.GroupL2`, one group per pattern and
-            output).
+        penalty: the block penalty Ω of λ Ω(W) (static): `convexnn.prox.GroupL2` (one group per pattern and
+            output, the default) or `convexnn.prox.Nuclear` (one d×c block per pattern).
     """
 
     X: Float[Array, "n d"]
@@ -127,14 +127,21 @@ class Problem(eqx.Module):
         return row_total(jnp.einsum("ncq,nd->qdc", G, self.X, precision=operators.PRECISION), self.rows)
 
 
-def on_shards(fn: Callable[..., Any], data: RowSharded, loss: _losses.Loss, *replicated: Any) -> Any:
+def on_shards(
+    fn: Callable[..., Any],
+    data: RowSharded,
+    loss: _losses.Loss,
+    *replicated: Any,
+    penalty: prox.Penalty = prox.GroupL2(),
+) -> Any:
     """fn(problem, *replicated) on every row shard of `data` under `shard_map`, `problem` that shard's
-    `Problem` (normalised by the real row count); its outputs must be replicated (every sum over rows in
-    the problem's maps ends in a collective, so they are)."""
+    `Problem` (normalised by the real row count, with `penalty`); its outputs must be replicated (every sum
+    over rows in the problem's maps ends in a collective, so they are)."""
     N = data.normaliser(loss)
 
     def local(X, Y, masks, rows, *args):
-        return fn(Problem(X=X, masks=masks, y=Y, loss=loss, N=N, rows=rows, rescale_x=data.rescale_x), *args)
+        problem = Problem(X=X, masks=masks, y=Y, loss=loss, N=N, rows=rows, rescale_x=data.rescale_x, penalty=penalty)
+        return fn(problem, *args)
 
     return run_on_shards(local, data, *replicated)
 

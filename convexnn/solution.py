@@ -34,7 +34,7 @@ class Solution(eqx.Module):
     Attributes:
         weights: (P, d) for y of shape (n,), (P, d, c) for y of shape (n, c); a pair (U, V) of those for
             exact ReLU.
-        objective: L(Σ_i D_i X w_i, y) + λ Σ_i Σ_k ‖W[i, :, k]‖₂ at `weights`.
+        objective: L(Σ_i D_i X w_i, y) + λ Ω(W) at `weights` (Ω the `penalty`).
         gap: a duality gap: objective − optimum ≤ gap, certified by a dual feasible point.
         violation: cone-constraint violation (exact ReLU); 0 for gated ReLU.
         iterations: work done, in iterations that each cost one product with X and one with Xᵀ:
@@ -44,6 +44,7 @@ class Solution(eqx.Module):
         stats: solver-specific counters (e.g. ADMM steps and CG iterations), arrays like the rest.
         state: the solver's final loop state (in its internal units), which `init=` of the same solver
             accepts to resume the solve exactly; None for paths and row-sharded solves.
+        penalty: the penalty solved with, "group" or "nuclear" (static; `to_network` reads it).
     """
 
     weights: PyTree[Float[Array, "..."]]
@@ -55,6 +56,7 @@ class Solution(eqx.Module):
     lam: Float[Array, "*lam"]
     stats: dict = eqx.field(default_factory=dict)
     state: Any = None
+    penalty: str = eqx.field(static=True, default="group")
 
     def __getitem__(self, index: Any) -> Solution:
         """The solutions at `index` along the leading λ axis of a path: `path[k]` is the solve at λ = path.lam[k].

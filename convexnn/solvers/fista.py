@@ -2,7 +2,7 @@
 
 One iteration, from the extrapolated point V with g = ∇F(K V) and G = Kᵀ g already known:
 
-    W⁺ = prox_{ηλΩ}(V − η G)                        the penalty's prox (group soft-thresholding)
+    W⁺ = prox_{ηλΩ}(V − η G)                        the penalty's prox (group or singular-value thresholding)
     accept η if  F(K W⁺) − F(K V) − ⟨g, K(W⁺ − V)⟩ ≤ ‖W⁺ − V‖² / (2η)   (else shrink η, retry)
     restart momentum if ⟨V − W⁺, W⁺ − W⟩ > 0        (gradient-mapping restart, O'Donoghue–Candès)
     V⁺ = W⁺ + β (W⁺ − W),  K V⁺ = K W⁺ + β (K W⁺ − K W)   (no GEMM: K is linear)
@@ -40,7 +40,7 @@ class FistaState(NamedTuple):
     objective: Scalar  # F(K W) + λ‖W‖_{2,1}
     gap: Scalar  # certified bound on objective − optimum
     stable: Int[Array, ""]  # iterations since the set of non-zero groups last changed
-    active: Bool[Array, "p c"]  # the non-zero groups of W
+    active: Bool[Array, "p ..."]  # the identified structure of W: its non-zero groups (its blocks' ranks)
 
 
 def tree_combine(a: PyTree, b: PyTree, alpha: Scalar, beta: Scalar) -> PyTree:
@@ -74,7 +74,7 @@ def init_state(obj: CompositeSmooth, lam: Scalar, W0: Float[Array, "p d c"], ste
         curv = obj.image_vdot(KG, obj.hvp(img, KG))
         gg = _vdot(G, G)
         step0 = jnp.where((curv > 0) & (gg > 0), gg / jnp.where(curv > 0, curv, 1), 1.0)
-    active = obj.penalty.norms(W0) > 0
+    active = obj.penalty.support(W0)
     one, zero = jnp.ones((), dtype), jnp.zeros((), jnp.int32)
     # At W0 the extrapolated point is W0 itself: (V, K V, ∇F, Kᵀ∇F) = (W0, K W0, g, G).
     return FistaState(W0, img, W0, img, g, G, one, jnp.asarray(step0, dtype), objective, gap, zero, active)
@@ -122,7 +122,7 @@ def fista_step(obj: CompositeSmooth, lam: Scalar, s: FistaState, opts: FistaOpti
     G_v = obj.transpose(g_v)
 
     objective, gap = evaluate(obj, lam, W_new, img_new, g_v, G_v)
-    active = obj.penalty.norms(W_new) > 0
+    active = obj.penalty.support(W_new)
     changed = jnp.any(active != s.active)
     grow = curvature * step < opts.slack
     new_step = jnp.where(grow, step * opts.growth, step).astype(dtype)

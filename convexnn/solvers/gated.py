@@ -22,7 +22,7 @@ from jax.typing import ArrayLike
 from jaxtyping import Array, Int, Scalar
 
 from .. import losses as _losses
-from .. import progress
+from .. import progress, prox
 from .._units import Units
 from ..options import GatedOptions, PolishOptions, StallOptions, check_options
 from ..problem import Problem, on_shards, prepare
@@ -32,6 +32,7 @@ from ._loop import iterate, running, select
 from ._nondiff import not_differentiable
 from .fista import FistaState, evaluate, fista_step, init_state, is_finite, rounding_scale, status_of
 from .implicit import gated_solution_vjp
+from .low_rank import low_rank_polish
 from .newton import newton_polish
 from .objectives import CompositeSmooth, GatedObjective
 
@@ -97,9 +98,11 @@ def _track(c: GatedState, opts: StallOptions) -> GatedState:
 def _polish(
     obj: CompositeSmooth, lam: Scalar, tol: Scalar, max_iters: Int[Array, ""], c: GatedState, opts: PolishOptions
 ) -> GatedState:
-    """A Newton polish on the non-zero groups, kept if it lowered the objective (beyond rounding) or the gap."""
+    """A Newton polish on the identified structure (the non-zero groups; the nuclear blocks' ranks:
+    `low_rank`), kept if it lowered the objective (beyond rounding) or the gap."""
     s = c.fista
-    W, cost = newton_polish(obj, lam, s.W, s.active, opts.newton, max_iters - c.iterations, tol)
+    polisher = low_rank_polish if isinstance(obj.penalty, prox.Nuclear) else newton_polish
+    W, cost = polisher(obj, lam, s.W, s.active, opts.newton, max_iters - c.iterations, tol)
     img = obj.apply(W)
     g = obj.grad(img)
     G = obj.transpose(g)
@@ -200,6 +203,7 @@ class GatedStatic(NamedTuple):
     options: GatedOptions
     monitor: progress.Monitor | None
     rescale_x: bool = True
+    penalty: prox.Penalty = prox.GroupL2()
 
 
 def gated_program(problem: Problem, lam, W0, tol, max_iters, static: GatedStatic, state=None) -> Solution:
@@ -228,11 +232,13 @@ def gated_program(problem: Problem, lam, W0, tol, max_iters, static: GatedStatic
         status=units.status_out(out.status, objective, gap, W),
         lam=lam,
         state=out,
+        penalty=problem.penalty.name,
     )
 
 
 def _problem(X, Y, masks, static: GatedStatic) -> Problem:
-    return Problem(X=X, masks=masks, y=Y, loss=static.loss, N=static.loss.normaliser(Y), rescale_x=static.rescale_x)
+    loss, rescale_x = static.loss, static.rescale_x
+    return Problem(X=X, masks=masks, y=Y, loss=loss, N=loss.normaliser(Y), rescale_x=rescale_x, penalty=static.penalty)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(7,))
@@ -252,6 +258,8 @@ def _gated_core_fwd(X, Y, masks, lam, W0, tol, max_iters, static, state):
 
 def _gated_core_bwd(static: GatedStatic, residuals, ct: Solution):
     X, Y, masks, lam, W = residuals
+    if not isinstance(static.penalty, prox.GroupL2):
+        raise NotImplementedError("jax.grad through solve_gated is implemented for penalty='group' only")
     X_bar, Y_bar, lam_bar = gated_solution_vjp(X, Y, masks, lam, W, static.loss, ct.weights, ct.objective)
     return X_bar, Y_bar, None, lam_bar + ct.lam, None, None, None, None
 
@@ -269,7 +277,7 @@ def gated_on_shards(data: RowSharded, lam, W0, tol, max_iters, static: GatedStat
     def local(problem, lam, W0, tol, max_iters):
         return dataclasses.replace(gated_program(problem, lam, W0, tol, max_iters, static), state=None)
 
-    return on_shards(local, data, static.loss, lam, W0, tol, max_iters)
+    return on_shards(local, data, static.loss, lam, W0, tol, max_iters, penalty=static.penalty)
 
 
 _solve_gated_sharded_jit = eqx.filter_jit(not_differentiable(gated_on_shards, 5, "solve_gated on row-sharded data"))
@@ -282,6 +290,7 @@ def solve_gated(
     lam: ArrayLike | None = None,
     *,
     loss: str | _losses.Loss = "squared",
+    penalty: str = "group",
     tol: ArrayLike | None = None,
     max_iters: ArrayLike | None = None,
     init: ArrayLike | Solution | None = None,
@@ -290,7 +299,11 @@ def solve_gated(
     verbose: bool | int = False,
     callback: progress.Callback | None = None,
 ) -> Solution:
-    """Train a gated ReLU network to a certified optimum: min_W L(Σ_i D_i X w_i, y) + λ Σ_{i,k} ‖W[i,:,k]‖₂.
+    """Train a gated ReLU network to a certified optimum: min_W L(Σ_i D_i X w_i, y) + λ Ω(W).
+
+    Ω(W) = Σ_{i,k} ‖W[i,:,k]‖₂ (penalty="group": c separate networks, one neuron per pattern and output) or
+    Σ_i ‖W[i]‖_* (penalty="nuclear": one hidden layer shared by the c outputs; the SVD of block i gives the
+    neurons that share gate i, `to_network`). For c = 1 the two are the same program.
 
     R-FISTA (line search with growth, gradient-mapping restarts) finds the non-zero groups; an active-set
     Newton–CG polish finishes on them. One jitted program with no host round trips; works under `jax.jit`
@@ -313,6 +326,10 @@ def solve_gated(
         masks: activation patterns (n, P), bool (see `activation_masks`); used in the order given.
         lam: λ ≥ 0.
         loss: "squared", "logistic", "cross_entropy" or a `Loss` instance.
+        penalty: "group" or "nuclear" (see above). With "nuclear" the prox is singular-value thresholding of
+            each block and the polish is Newton–CG on the factors of the identified ranks
+            (`convexnn.solvers.low_rank`); the dual norm of the certificate is the spectral norm.
+            Differentiation (`jax.grad`) is implemented for "group" only.
         tol: stop when the duality gap ≤ tol · max(u, |objective|) (None: 1e-6). u is the unit of the
             objective (`certificates.objective_unit(y, loss)`): for the squared loss the targets' variance
             averaged over outputs (1 for standardized targets), for the label losses 1; so the rule, like
@@ -339,10 +356,11 @@ def solve_gated(
     loss = _losses.get_loss(loss)
     monitor = progress.monitor(verbose, callback, "gated")
     options = check_options(options, GatedOptions)
+    penalty = prox.get_penalty(penalty)
     p = prepare(
         "solve_gated", X, y, masks, loss, lam=lam, tol=tol, max_iters=max_iters, default_max_iters=10_000, init=init
     )
-    static = GatedStatic(loss, bool(polish), options, monitor, p.rescale_x)
+    static = GatedStatic(loss, bool(polish), options, monitor, p.rescale_x, penalty)
     if isinstance(p.X, RowSharded):
         sol = _solve_gated_sharded_jit(p.X, *p.replicated(p.lam, p.W0, p.tol, p.max_iters), static)
     else:

@@ -16,7 +16,7 @@ import equinox as eqx
 from jax.typing import ArrayLike
 
 from .. import losses as _losses
-from .. import progress
+from .. import progress, prox
 from ..certificates import ReluRule
 from ..options import ADMMOptions, ALOptions, check_options
 from ..problem import Problem, on_shards, prepare, unstack
@@ -57,6 +57,7 @@ class ReluStatic(NamedTuple):
     options: ALOptions | ADMMOptions
     monitor: progress.Monitor | None
     rescale_x: bool = True
+    penalty: prox.Penalty = prox.GroupL2()
 
 
 def relu_program(problem: Problem, lam, W0, tol, constraint_tol, max_iters, static: ReluStatic, state=None) -> Solution:
@@ -74,7 +75,9 @@ def relu_program(problem: Problem, lam, W0, tol, constraint_tol, max_iters, stat
         )
         stats = {"outer_steps": s.outer_steps, "rho": s.rho}
     else:
-        s = solve_relu_admm(*args, static.options, static.monitor, static.polish, units, state)
+        # ADMM's active-set polish (`admm_polish`) is written for the group penalty.
+        polish = static.polish and isinstance(problem.penalty, prox.GroupL2)
+        s = solve_relu_admm(*args, static.options, static.monitor, polish, units, state)
         stats = {
             "admm_steps": s.admm_steps,
             "cg_iterations": s.cg_iterations,
@@ -94,11 +97,15 @@ def relu_program(problem: Problem, lam, W0, tol, constraint_tol, max_iters, stat
         lam=lam,
         stats=stats,
         state=s,
+        penalty=problem.penalty.name,
     )
 
 
 def _relu_single(X, Y, masks, lam, W0, tol, constraint_tol, max_iters, state, static: ReluStatic):
-    problem = Problem(X=X, masks=masks, y=Y, loss=static.loss, N=static.loss.normaliser(Y), rescale_x=static.rescale_x)
+    loss = static.loss
+    problem = Problem(
+        X=X, masks=masks, y=Y, loss=loss, N=loss.normaliser(Y), rescale_x=static.rescale_x, penalty=static.penalty
+    )
     return relu_program(problem, lam, W0, tol, constraint_tol, max_iters, static, state)
 
 
@@ -109,7 +116,7 @@ def relu_on_shards(data: RowSharded, lam, W0, tol, constraint_tol, max_iters, st
     def local(problem, *args):
         return dataclasses.replace(relu_program(problem, *args, static), state=None)
 
-    return on_shards(local, data, static.loss, lam, W0, tol, constraint_tol, max_iters)
+    return on_shards(local, data, static.loss, lam, W0, tol, constraint_tol, max_iters, penalty=static.penalty)
 
 
 _solve_relu_jit = eqx.filter_jit(not_differentiable(_relu_single, 9, "solve_relu"))
@@ -133,6 +140,7 @@ def solve_relu(
     lam: ArrayLike | None = None,
     *,
     loss: str | _losses.Loss = "squared",
+    penalty: str = "group",
     method: str = "al",
     tol: ArrayLike | None = None,
     constraint_tol: ArrayLike = 1e-6,
@@ -151,6 +159,11 @@ def solve_relu(
 
     Args:
         X, y, masks, lam, loss: as in `solve_gated` (X may be a `RowSharded`).
+        penalty: "group" (λ Σ_{i,k} (‖U[i,:,k]‖ + ‖V[i,:,k]‖): c separate networks, the exact program) or
+            "nuclear" (λ Σ_i (‖U_i‖_* + ‖V_i‖_*) with every column of U_i, V_i in pattern i's cone: the convex
+            relaxation of the vector-output ReLU network, which shares its neurons across outputs. The
+            relaxation's optimum bounds that network's optimum from below; `networks.relu_interval` reads a
+            ReLU network off the solution and returns the certified interval). ADMM's polish is group-only.
         method: "al" (augmented Lagrangian, subproblems by R-FISTA + Newton polish; every loss) or
             "admm" (ADMM with a Nyström-preconditioned CG linear solve; squared loss in its u-step, the
             logistic loss through its prox; cross-entropy not yet).
@@ -180,6 +193,7 @@ def solve_relu(
     monitor = progress.monitor(verbose, callback, f"relu-{method}")
     check_relu_method(method, loss)
     options = relu_options(method, options, admm_options)
+    penalty = prox.get_penalty(penalty)
     p = prepare(
         "solve_relu",
         X,
@@ -194,12 +208,14 @@ def solve_relu(
         init=init,
         blocks=2,
     )
-    static = ReluStatic(loss, method, bool(polish), options, monitor, p.rescale_x)
+    static = ReluStatic(loss, method, bool(polish), options, monitor, p.rescale_x, penalty)
     numbers = (p.lam, p.W0, p.tol, p.constraint_tol, p.max_iters)
     if isinstance(p.X, RowSharded):
         sol = _solve_relu_sharded_jit(p.X, *p.replicated(*numbers), static)
     else:
         sol = _solve_relu_jit(p.X, p.Y, p.masks, *numbers, _resume_state(p.resume, method, p.W0), static)
+        # The patterns travel with the solution, as for solve_gated (to_network checks cones with them).
+        sol = eqx.tree_at(lambda s: s.stats, sol, {**sol.stats, "masks": p.masks})
     progress.flush(monitor, sol)
     if p.squeeze:
         sol = eqx.tree_at(lambda s: s.weights, sol, tuple(w[..., 0] for w in sol.weights))
