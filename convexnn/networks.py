@@ -239,7 +239,7 @@ def _in_cones(F: Array, G: Array, X: Array | None, masks: Array | None) -> Array
         XF = jnp.einsum("nd,pdr->npr", X, F, precision=jax.lax.Precision.HIGHEST)
         R = jnp.where(jnp.asarray(masks)[:, :, None], XF, -XF)
         tol = 1e-6 * jnp.max(jnp.abs(XF), axis=0)
-        signed = jnp.all(R >= -tol, axis=0) | jnp.all(R <= tol, axis=0)
+        signed = jnp.all(R >= -tol[None], axis=0) | jnp.all(R <= tol[None], axis=0)
     return jnp.all(signed | ~on, axis=1)
 
 

@@ -16,7 +16,7 @@ import abc
 
 import equinox as eqx
 import jax.numpy as jnp
-from jaxtyping import Array, Float
+from jaxtyping import Array, Bool, Float
 
 __all__ = [
     "group_norms",
@@ -27,6 +27,7 @@ __all__ = [
     "singular_value_threshold",
     "spectral_norms",
     "balanced_factors",
+    "numerical_rank",
     "Penalty",
     "GroupL2",
     "Nuclear",
@@ -98,6 +99,16 @@ def singular_values(W: Float[Array, "p d c"]) -> Float[Array, "p r"]:
     return _right_spectrum(W)[1]
 
 
+def numerical_rank(sigma: Float[Array, "p r"], shape: tuple[int, ...]) -> Bool[Array, "p r"]:
+    """σ_j > max(d, c) · eps · σ_max(W_i): the singular values that are not rounding (NumPy's matrix_rank rule).
+
+    A thresholded block B diag(s) Vᵀ has exact zeros in s, but its spectrum recomputed from the product has
+    rounding-size values there: they are not neurons.
+    """
+    eps = jnp.finfo(sigma.dtype).eps
+    return sigma > max(shape[-2:]) * eps * jnp.max(sigma, axis=-1, keepdims=True)
+
+
 def spectral_norms(H: Float[Array, "p d c"]) -> Float[Array, " p"]:
     """‖H_i‖₂ = σ_max(H_i) = √λ_max(H_iᵀ H_i) for every block: the nuclear norm's dual (eigenvalues only)."""
     H = jnp.swapaxes(H, 1, 2) if _transposed(H) else H
@@ -130,12 +141,14 @@ def balanced_factors(W: Float[Array, "p d c"]) -> tuple[Array, Array, Array]:
     """(F, G, σ): F (P, d, r), G (P, c, r), σ (P, r), r = min(d, c), with W_i = F_i G_iᵀ from W_i = Σ_j σ_j a_j b_jᵀ:
     F_i = [√σ_j a_j], G_i = [√σ_j b_j].
 
-    ‖F_i‖² + ‖G_i‖² = 2‖W_i‖_*: the factors of least weight decay, the neurons (w_j, α_j) of block i.
+    ‖F_i‖² + ‖G_i‖² = 2‖W_i‖_*: the factors of least weight decay, the neurons (w_j, α_j) of block i. Singular
+    values at rounding level (`numerical_rank`) give zero factors.
     """
     if _transposed(W):
         G, F, sigma = balanced_factors(jnp.swapaxes(W, 1, 2))
         return F, G, sigma
     B, sigma, V = _right_spectrum(W)
+    sigma = jnp.where(numerical_rank(sigma, W.shape), sigma, jnp.zeros((), sigma.dtype))
     root = jnp.sqrt(sigma)
     safe = jnp.where(root > 0, root, jnp.ones((), root.dtype))
     return B / safe[:, None, :], V * root[:, None, :], sigma
@@ -219,7 +232,11 @@ class Nuclear(Penalty):
         return jnp.sum(H * W, axis=(1, 2))
 
     def support(self, W):
-        return singular_values(W) > 0
+        # The ranks a solver identifies: σ_j > √eps · σ_max(W_i). Below that the Gram's eigenvectors do not
+        # resolve a direction (its computed σ_j is rounding of the larger ones), so counting it would make the
+        # identified ranks flicker from one iterate to the next, and the polish would never start.
+        sigma = singular_values(W)
+        return sigma > jnp.sqrt(jnp.finfo(sigma.dtype).eps) * jnp.max(sigma, axis=-1, keepdims=True)
 
 
 PENALTIES = ("group", "nuclear")

@@ -97,3 +97,33 @@ def reference_conjugate(name: str, theta: np.ndarray, y: np.ndarray) -> float:
         return np.inf
     q = np.clip(q, 0, 1)
     return float(np.sum(scipy.special.xlogy(q, q)) / N)
+
+
+def clarabel_nuclear(X, Y, masks, lam, loss: str = "squared", model: str = "gated") -> float:
+    """p* of the nuclear-norm program with Clarabel: λ Σ_i ‖U_i‖_* over d×c blocks (Y (n, c), one-hot for
+    cross_entropy). model="relu": blocks U_i, V_i with every column in pattern i's cone (the relaxation)."""
+    X = np.asarray(X, dtype=np.float64)
+    Y = np.asarray(Y, dtype=np.float64)
+    m = np.asarray(masks, dtype=np.float64)
+    n, d = X.shape
+    P, c = m.shape[1], Y.shape[1]
+    Us = [cp.Variable((d, c)) for _ in range(P)]
+    Vs = [cp.Variable((d, c)) for _ in range(P)] if model == "relu" else []
+    Z = sum(cp.multiply(m[:, [i]], X @ Us[i]) for i in range(P))
+    if Vs:
+        Z = Z - sum(cp.multiply(m[:, [i]], X @ Vs[i]) for i in range(P))
+    if loss == "squared":
+        fit = cp.sum_squares(Z - Y) / (2 * n * c)
+    elif loss == "cross_entropy":
+        fit = (cp.sum(cp.log_sum_exp(Z, axis=1)) - cp.sum(cp.multiply(Y, Z))) / n
+    else:
+        raise ValueError(loss)
+    S = 2 * m - 1
+    cones = [cp.multiply(S[:, [i]], X @ W) >= 0 for i, W in enumerate(Us)] + [
+        cp.multiply(S[:, [i]], X @ W) >= 0 for i, W in enumerate(Vs)
+    ]
+    problem = cp.Problem(cp.Minimize(fit + lam * sum(cp.normNuc(W) for W in Us + Vs)), cones if Vs else [])
+    problem.solve(solver=cp.CLARABEL, tol_gap_abs=1e-11, tol_gap_rel=1e-11, tol_feas=1e-11, max_iter=400)
+    if problem.status not in ("optimal", "optimal_inaccurate"):
+        raise RuntimeError(f"Clarabel failed: {problem.status}")
+    return float(problem.value)
