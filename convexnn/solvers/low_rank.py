@@ -25,7 +25,6 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-from jax import lax
 from jaxtyping import Array, Bool, Float, Int, Scalar
 
 from .. import prox
@@ -33,6 +32,7 @@ from ..linalg import pcg
 from ..options import NewtonOptions
 from ..solution import RUNNING, Status
 from ._loop import iterate
+from .newton import armijo_search, step_outcome
 from .objectives import CompositeSmooth
 
 __all__ = ["low_rank_polish"]
@@ -112,7 +112,6 @@ def low_rank_polish(
         (W = F Gᵀ at the end, iterations spent).
     """
     dtype = W.dtype
-    eps = jnp.finfo(dtype).eps
     zero = jnp.zeros((), dtype)
     d = W.shape[1]
     F, G, _ = prox.balanced_factors(W)
@@ -131,29 +130,14 @@ def low_rank_polish(
         slope = _vdot(g, direction)
         direction = jnp.where(slope < 0, direction, -g)
         slope = jnp.where(slope < 0, slope, -gnorm * gnorm)
-        rounding = 4 * eps * jnp.abs(c.phi)
 
         def trial(alpha):
             Z = c.Z + alpha * direction
             img = obj.apply(_product(Z, d))
             return Z, img, _phi(obj, lam, Z, img)
 
-        def ls_cond(lc):
-            alpha, _, _, val, h = lc
-            return (val > c.phi + opts.armijo * alpha * slope + rounding) & (h < opts.max_halvings)
-
-        def ls_body(lc):
-            alpha, _, _, _, h = lc
-            alpha = alpha / 2
-            return alpha, *trial(alpha), h + 1
-
-        one = jnp.ones((), dtype)
-        _, Z_new, img_new, val, h = lax.while_loop(ls_cond, ls_body, (one, *trial(one), jnp.zeros((), jnp.int32)))
-        improved = (val <= c.phi + rounding) & jnp.isfinite(val)
-        flat = jnp.where(val < c.phi, 0, c.flat + 1)
-        g_floor = 16 * eps * jnp.maximum(lam, jnp.finfo(dtype).tiny) * jnp.sqrt(jnp.sum(mask).astype(dtype) + 1)
-        going = improved & (h < opts.max_halvings) & (flat < 2) & (gnorm > g_floor) & ~certified
-        steps = c.steps + 1
+        (Z_new, img_new, val), h = armijo_search(trial, c.phi, slope, opts)
+        improved, flat, steps, status = step_outcome(c, val, h, gnorm, lam, jnp.sum(mask), certified, opts)
         return _Carry(
             Z=jnp.where(improved, Z_new, c.Z),
             img=jax.tree.map(lambda x, y: jnp.where(improved, x, y), img_new, c.img),
@@ -162,7 +146,7 @@ def low_rank_polish(
             steps=steps,
             iterations=c.iterations + 1 + k,
             flat=flat,
-            status=jnp.where(going & (steps < opts.newton_steps), RUNNING, Status.CONVERGED).astype(jnp.int32),
+            status=status,
         )
 
     img0 = obj.apply(_product(Z0, d))

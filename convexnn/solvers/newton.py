@@ -40,7 +40,7 @@ from ..solution import RUNNING, Status
 from ._loop import iterate
 from .objectives import CompositeSmooth
 
-__all__ = ["newton_polish", "restricted_newton_system", "kernel_is_worth_it"]
+__all__ = ["newton_polish", "restricted_newton_system", "kernel_is_worth_it", "armijo_search", "step_outcome"]
 
 
 def _vdot(a: Array, b: Array) -> Scalar:
@@ -133,11 +133,7 @@ def _line_search(obj, lam, c: _NewtonCarry, direction, slope, opts: NewtonOption
     """Armijo backtracking along a path that sets to zero the groups a step would turn past the origin.
 
     Returns (W, mask, image, φ, halvings) at the accepted step."""
-    dtype = c.W.dtype
-    zero = jnp.zeros((), dtype)
-    # Near the optimum φ changes by less than its rounding while ∇φ (what the certificate needs) still
-    # falls: the Armijo test allows rounding-level increases.
-    rounding = 4 * jnp.finfo(dtype).eps * jnp.abs(c.phi)
+    zero = jnp.zeros((), c.W.dtype)
 
     # A group that the step would turn past the origin wants to be zero; the smooth model cannot say so
     # (‖·‖ is not smooth there), so the search path bends: such groups are set to zero.
@@ -148,18 +144,44 @@ def _line_search(obj, lam, c: _NewtonCarry, direction, slope, opts: NewtonOption
         img_try = obj.apply(W_try)
         return W_try, keep, img_try, _phi(obj, lam, W_try, img_try)
 
-    def ls_cond(lc):
-        alpha, _, _, _, val, h = lc
-        return (val > c.phi + opts.armijo * alpha * slope + rounding) & (h < opts.max_halvings)
-
-    def ls_body(lc):
-        alpha, _, _, _, _, h = lc
-        alpha = alpha / 2
-        return alpha, *trial(alpha), h + 1
-
-    one = jnp.ones((), dtype)
-    _, W_new, keep, img_new, val, h = lax.while_loop(ls_cond, ls_body, (one, *trial(one), jnp.zeros((), jnp.int32)))
+    (W_new, keep, img_new, val), h = armijo_search(trial, c.phi, slope, opts)
     return W_new, keep, img_new, val, h
+
+
+def armijo_search(trial: Callable[[Scalar], tuple], phi: Scalar, slope: Scalar, opts: NewtonOptions) -> tuple:
+    """Backtracking from α = 1: halve α until trial(α)'s last output, φ there, is ≤ φ + armijo·α·slope plus
+    φ's rounding (near the optimum φ moves by less than its rounding while ∇φ still falls), at most
+    `max_halvings` times. Returns (trial(α), halvings)."""
+    rounding = 4 * jnp.finfo(phi.dtype).eps * jnp.abs(phi)
+
+    def cond(lc):
+        alpha, out, h = lc
+        return (out[-1] > phi + opts.armijo * alpha * slope + rounding) & (h < opts.max_halvings)
+
+    def body(lc):
+        alpha, _, h = lc
+        alpha = alpha / 2
+        return alpha, trial(alpha), h + 1
+
+    one = jnp.ones((), phi.dtype)
+    _, out, h = lax.while_loop(cond, body, (one, trial(one), jnp.zeros((), jnp.int32)))
+    return out, h
+
+
+def step_outcome(c, val: Scalar, h, gnorm: Scalar, lam: Scalar, active_count, certified, opts: NewtonOptions):
+    """(improved, flat, steps, status) after a Newton step from carry `c` (its φ, flat count, steps) to φ = val:
+    kept when φ did not rise beyond rounding; the polish goes on (RUNNING) unless the search needed all its
+    halvings, two steps were flat, ‖∇φ‖ was at rounding level (each block's gradient is a sum of terms of size
+    ~λ), the point was certified, or `newton_steps` are done (then CONVERGED: the polish has done its part)."""
+    dtype = c.phi.dtype
+    eps = jnp.finfo(dtype).eps
+    improved = (val <= c.phi + 4 * eps * jnp.abs(c.phi)) & jnp.isfinite(val)
+    flat = jnp.where(val < c.phi, 0, c.flat + 1)
+    g_floor = 16 * eps * jnp.maximum(lam, jnp.finfo(dtype).tiny) * jnp.sqrt(active_count.astype(dtype) + 1)
+    going = improved & (h < opts.max_halvings) & (flat < 2) & (gnorm > g_floor) & ~certified
+    steps = c.steps + 1
+    status = jnp.where(going & (steps < opts.newton_steps), RUNNING, Status.CONVERGED).astype(jnp.int32)
+    return improved, flat, steps, status
 
 
 def _phi(obj, lam, W, img):
@@ -186,7 +208,6 @@ def newton_polish(
         (W_polished, iterations spent).
     """
     dtype = W.dtype
-    eps = jnp.finfo(dtype).eps
     W = jnp.where(active[:, None, :], W, jnp.zeros((), dtype))
     use_kernel = kernel_is_worth_it(obj, W, opts)
     img0 = obj.apply(W)
@@ -199,13 +220,7 @@ def newton_polish(
             obj, lam, c, opts, budget, tol, use_kernel, precondition0
         )
         W_new, keep, img_new, val, h = _line_search(obj, lam, c, direction, slope, opts)
-        rounding = 4 * eps * jnp.abs(c.phi)
-        improved = (val <= c.phi + rounding) & jnp.isfinite(val)
-        flat = jnp.where(val < c.phi, 0, c.flat + 1)
-        # ‖∇φ‖ at rounding level: every group's gradient is a sum of terms of size ~λ.
-        g_floor = 16 * eps * jnp.maximum(lam, jnp.finfo(dtype).tiny) * jnp.sqrt(jnp.sum(c.mask).astype(dtype) + 1)
-        going = improved & (h < opts.max_halvings) & (flat < 2) & (gnorm > g_floor) & ~certified
-        steps = c.steps + 1
+        improved, flat, steps, status = step_outcome(c, val, h, gnorm, lam, jnp.sum(c.mask), certified, opts)
         return _NewtonCarry(
             W=jnp.where(improved, W_new, c.W),
             mask=jnp.where(improved, keep, c.mask),
@@ -215,7 +230,7 @@ def newton_polish(
             steps=steps,
             iterations=c.iterations + 1 + k,
             flat=flat,
-            status=jnp.where(going & (steps < opts.newton_steps), RUNNING, Status.CONVERGED).astype(jnp.int32),
+            status=status,
         )
 
     init = _NewtonCarry(
