@@ -2,6 +2,7 @@
 
 from . import baselines as baselines
 from . import certificates as certificates
+from . import images as images
 from . import linalg as linalg
 from . import losses as losses
 from . import operators as operators
@@ -15,6 +16,8 @@ from .baselines import train_network as train_network
 from .certificates import lam_max as lam_max
 from .cones import ConeDecomposition as ConeDecomposition
 from .cones import cone_decompose as cone_decompose
+from .images import image_patches as image_patches
+from .images import patch_grid as patch_grid
 from .losses import CrossEntropy as CrossEntropy
 from .losses import Logistic as Logistic
 from .losses import Squared as Squared

@@ -86,21 +86,31 @@ def _check_X(X: Any) -> tuple[Any, bool]:
 
 
 def _check_X_shape(X: Any) -> int:
-    """X (n, d) with d ≥ 1, float32 or float64, from its metadata; returns n."""
-    if X.ndim != 2:
-        raise ValueError(f"X must be a 2-D (n, d) array; got shape {tuple(X.shape)}")
-    if X.shape[1] == 0:
+    """X (n, d), or patches (n, K, h), with d, K, h ≥ 1, float32 or float64, from its metadata; returns n."""
+    if X.ndim not in (2, 3):
+        raise ValueError(f"X must be a 2-D (n, d) array, or patches (n, K, h); got shape {tuple(X.shape)}")
+    if X.shape[-1] == 0:
         raise ValueError("X must have at least one column (d = 0)")
+    if X.ndim == 3 and X.shape[1] == 0:
+        raise ValueError("X must have at least one patch per row (K = 0)")
     if np.dtype(X.dtype) not in _FLOATS:
         raise ValueError(f"X must be float32 or float64; got {X.dtype}")
     return X.shape[0]
 
 
-def _check_shapes(masks: Any, y: Any, n: int) -> None:
-    """masks (n, P) of bools or integers, y (n,) or (n, c) of real numbers: the checks that read metadata only."""
-    if masks.ndim != 2 or masks.shape[0] != n:
+def _check_shapes(masks: Any, y: Any, X_shape: tuple[int, ...]) -> None:
+    """masks (n, P) (or (n, K, P) for patches X (n, K, h)) of bools or integers, y (n,) or (n, c) of real
+    numbers: the checks that read metadata only."""
+    n = X_shape[0]
+    if len(X_shape) == 3:
+        if masks.ndim != 3 or tuple(masks.shape[:2]) != tuple(X_shape[:2]):
+            raise ValueError(
+                f"masks must be (n, K, P) with (n, K) = {tuple(X_shape[:2])} for patches X; "
+                f"got shape {tuple(masks.shape)}"
+            )
+    elif masks.ndim != 2 or masks.shape[0] != n:
         raise ValueError(f"masks must be (n, P) with n = {n}; got shape {tuple(masks.shape)}")
-    if masks.shape[1] == 0:
+    if masks.shape[-1] == 0:
         raise ValueError("masks must have at least one pattern (P = 0)")
     if masks.dtype != bool and not np.issubdtype(np.dtype(masks.dtype), np.integer):
         raise ValueError(f"masks must be bool or 0/1 integers; got dtype {masks.dtype}")
@@ -127,7 +137,7 @@ def check_data(X: Any, y: Any, masks: Any, loss: _losses.Loss) -> tuple[jax.Arra
         y = np.asarray(y)
     if not hasattr(masks, "shape"):
         masks = np.asarray(masks)
-    _check_shapes(masks, y, n)
+    _check_shapes(masks, y, X.shape)
     if masks.dtype != bool:
         if _traced(masks):
             masks = _fail_if(masks, ~jnp.all((masks == 0) | (masks == 1)), "masks must hold only 0 and 1")
@@ -169,7 +179,7 @@ def check_host_data(
     top = float(np.max(np.abs(X))) if X.size else 0.0
     if not np.isfinite(top):
         _finite("X", X)  # counts the bad entries and raises
-    _check_shapes(masks, y, n)
+    _check_shapes(masks, y, X.shape)
     if masks.dtype != bool:
         if not np.isin(masks, (0, 1)).all():
             raise ValueError("masks must hold only 0 and 1")

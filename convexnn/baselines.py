@@ -105,7 +105,8 @@ def train_network(
     in chunks (`init=`, `opt_state=`) without recompiling.
 
     Args:
-        X: data (n, d), float32 or float64 (the network's dtype).
+        X: data (n, d), float32 or float64 (the network's dtype); or patches (n, K, d) (`image_patches`): the
+            convolutional network Σ_k act(X_k W1) w2 with `width` filters of d values.
         y: targets as for `solve_gated`: (n,) or (n, c); ±1 labels for "logistic"; integer labels (n,) or
             one-hot rows (n, c) for "cross_entropy".
         width: m, the number of hidden neurons.
@@ -125,9 +126,11 @@ def train_network(
     """
     loss = _losses.get_loss(loss)
     X = jnp.asarray(X)
-    if X.ndim != 2 or not jnp.issubdtype(X.dtype, jnp.floating):
-        raise ValueError(f"X must be a 2-D floating (n, d) array; got shape {X.shape}, dtype {X.dtype}")
-    _validate.check_data(X, y, jnp.ones((X.shape[0], 1), bool), loss)  # shapes, labels, finiteness
+    if X.ndim not in (2, 3) or not jnp.issubdtype(X.dtype, jnp.floating):
+        raise ValueError(
+            f"X must be a floating (n, d) array or patches (n, K, d); got shape {X.shape}, dtype {X.dtype}"
+        )
+    _validate.check_data(X, y, jnp.ones(X.shape[:-1] + (1,), bool), loss)  # shapes, labels, finiteness
     Y = jnp.asarray(loss.prepare_targets(np.asarray(y)), X.dtype)
     Y = Y.reshape(Y.shape[0], -1)
     lam = _validate.check_lam(lam, X.dtype)
@@ -137,10 +140,10 @@ def train_network(
     if init is None:
         if key is None:
             raise ValueError("train_network needs a PRNG key (key=jax.random.key(0)) or an initial network (init=)")
-        init = init_network(key, X.shape[1], width, Y.shape[1], dtype=X.dtype, gates=gates)
-    elif init.W1.shape != (X.shape[1], width) or init.w2.shape != (width, Y.shape[1]):
+        init = init_network(key, X.shape[-1], width, Y.shape[1], dtype=X.dtype, gates=gates)
+    elif init.W1.shape != (X.shape[-1], width) or init.w2.shape != (width, Y.shape[1]):
         raise ValueError(
-            f"init must have W1 {(X.shape[1], width)} and w2 {(width, Y.shape[1])}; "
+            f"init must have W1 {(X.shape[-1], width)} and w2 {(width, Y.shape[1])}; "
             f"got {init.W1.shape} and {init.w2.shape}"
         )
     c = Y.shape[1]

@@ -23,7 +23,7 @@ from jax import lax
 from jax.typing import ArrayLike
 from jaxtyping import Array, Bool, Float, Scalar
 
-from . import _validate, prox
+from . import _validate, operators, prox
 from . import losses as _losses
 from ._cone_qp import cone_qp
 from ._mesh import check_sharded
@@ -92,7 +92,7 @@ def penalty_gap(
     return jnp.sum(jnp.maximum(lam * penalty.norms(W) + s * penalty.pairing(H, W), 0))
 
 
-def relu_violation(R: Float[Array, "n c q"], XW: Float[Array, "n c q"], rows: Rows | None = None) -> Scalar:
+def relu_violation(R: Float[Array, "n *k c q"], XW: Float[Array, "n *k c q"], rows: Rows | None = None) -> Scalar:
     """max_{i,j} (−s_ij (X w_i)_j)₊ / max |X W|: the constraint violation relative to the scale of X u."""
     scale = row_max(jnp.abs(XW), rows)
     worst = row_max(jnp.maximum(-R, 0), rows)
@@ -159,10 +159,9 @@ def _unit_lam_max(problem: Problem, model: str) -> Scalar:
     AtG = problem.adjoint(problem.loss_grad(jnp.zeros_like(problem.y)))
     if model == "gated":
         top = jnp.max(problem.penalty.dual_norms(AtG))
-    elif isinstance(problem.penalty, prox.Nuclear):
-        top = relu_nuclear_lam_max(problem.X, problem.masks, AtG)
-    else:
-        top = relu_lam_max(problem.X, problem.masks, AtG)
+    else:  # patches: a cone constraint per position, i.e. the rows of the n·K patches
+        rows = operators.patch_rows(problem.X, problem.masks)
+        top = (relu_nuclear_lam_max if isinstance(problem.penalty, prox.Nuclear) else relu_lam_max)(*rows, AtG)
     return units.lam_out(top)
 
 

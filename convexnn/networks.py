@@ -34,7 +34,7 @@ import numpy as np
 from jax.typing import ArrayLike
 from jaxtyping import Array, Float
 
-from . import _validate, prox
+from . import _validate, operators, prox
 from . import losses as _losses
 from .solution import Solution
 
@@ -63,30 +63,48 @@ class Network(eqx.Module):
 
     def _check_input(self, X: Array) -> None:
         d = self.W1.shape[0]
-        if X.ndim not in (1, 2) or X.shape[-1] != d:
-            raise ValueError(f"X must be (n, d), or (d,) for one sample, with d = {d}; got shape {X.shape}")
+        if X.ndim not in (1, 2, 3) or X.shape[-1] != d:
+            raise ValueError(
+                f"X must be (n, d), (d,) for one sample, or patches (n, K, d), with d = {d}; got shape {X.shape}"
+            )
 
     def hidden(self, X: Float[Array, "*n d"]) -> Float[Array, "*n m"]:
-        """act(X W1): the hidden layer's activations, (n, m) for X (n, d) and (m,) for one sample x (d,)."""
+        """act(X W1): the hidden layer's activations, (n, m) for X (n, d) and (m,) for one sample x (d,).
+
+        For patches X (n, K, d) the network is convolutional (W1's columns are filters): Σ_k act(X_k W1), (n, m).
+        """
         X = jnp.asarray(X)
         self._check_input(X)
         pre = jnp.matmul(X, self.W1, precision=jax.lax.Precision.HIGHEST)
         if self.gates is None:
-            return jax.nn.relu(pre)
-        on = jnp.matmul(X, self.gates, precision=jax.lax.Precision.HIGHEST) >= 0
-        return jnp.where(on, pre, jnp.zeros((), pre.dtype))
+            act = jax.nn.relu(pre)
+        else:
+            on = jnp.matmul(X, self.gates, precision=jax.lax.Precision.HIGHEST) >= 0
+            act = jnp.where(on, pre, jnp.zeros((), pre.dtype))
+        return jnp.sum(act, axis=1) if X.ndim == 3 else act
 
     def __call__(self, X: Float[Array, "*n d"]) -> Float[Array, "..."]:
-        """f(X) = act(X W1) w2.
+        """f(X) = act(X W1) w2; for patches (n, K, d) the CNN with sum pooling Σ_k act(X_k W1) w2.
 
         Args:
-            X: rows (n, d), or one sample x (d,).
+            X: rows (n, d), one sample x (d,), or patches (n, K, d) (`image_patches`).
 
         Returns:
             predictions (n, c), or (n,) when `squeeze`; for one sample (c,), or a scalar when `squeeze`.
         """
         out = jnp.matmul(self.hidden(X), self.w2, precision=jax.lax.Precision.HIGHEST)
         return out[..., 0] if self.squeeze else out
+
+    def on_images(self, images: ArrayLike, size, stride=1, padding: str = "valid") -> Float[Array, "..."]:
+        """The convolutional network on images (n, H, W) or (n, H, W, C): self(image_patches(images, ...)).
+
+        Args:
+            images: as in `image_patches`; size, stride, padding: the patches the network was trained on.
+        """
+        from .images import image_patches
+
+        images = jnp.asarray(images)
+        return self(image_patches(images.astype(self.W1.dtype), size, stride, padding))
 
     @property
     def width(self) -> int:
@@ -236,8 +254,9 @@ def _in_cones(F: Array, G: Array, X: Array | None, masks: Array | None) -> Array
         tiny = 1e-6 * jnp.max(jnp.abs(G), axis=1)
         signed = jnp.all(G >= -tiny[:, None, :], axis=1) | jnp.all(G <= tiny[:, None, :], axis=1)
     else:
+        X, masks = operators.patch_rows(X, jnp.asarray(masks))  # patches: every position is a row
         XF = jnp.einsum("nd,pdr->npr", X, F, precision=jax.lax.Precision.HIGHEST)
-        R = jnp.where(jnp.asarray(masks)[:, :, None], XF, -XF)
+        R = jnp.where(masks[:, :, None], XF, -XF)
         tol = 1e-6 * jnp.max(jnp.abs(XF), axis=0)
         signed = jnp.all(R >= -tol[None], axis=0) | jnp.all(R <= tol[None], axis=0)
     return jnp.all(signed | ~on, axis=1)
@@ -254,8 +273,9 @@ def _relu_shared_neurons(W: Array, sign: float, X: Array | None, masks: Array | 
     if X is None or masks is None:
         flip = jnp.sum(G, axis=1) < 0  # b_j ≤ 0: −a_j is the cone's
     else:
+        X, masks = operators.patch_rows(X, jnp.asarray(masks))
         XF = jnp.einsum("nd,pdr->npr", X, F, precision=jax.lax.Precision.HIGHEST)
-        flip = jnp.sum(jnp.where(jnp.asarray(masks)[:, :, None], XF, -XF), axis=0) < 0
+        flip = jnp.sum(jnp.where(masks[:, :, None], XF, -XF), axis=0) < 0
     orient = jnp.where(flip, -1.0, 1.0).astype(W.dtype)[:, None, :]
     F, G = F * orient, G * orient
     pad = c - r
@@ -279,13 +299,15 @@ def to_network(solution: Solution, gates: ArrayLike | None = None, *, X: ArrayLi
         solution: from `solve_relu` (weights (U, V)) or `solve_gated` (weights W; then `gates` is needed), for a
             single λ: of a path from `solve_path`, pass one point, `path[k]`.
         gates: the gate vectors (d, P) a gated solution was solved with.
-        X: for nuclear exact-ReLU solutions, the training data (n, d): the SVD factors are then checked
+        X: for nuclear exact-ReLU solutions, the training data (n, d) or patches: the SVD factors are then checked
             against their cones on it (with the masks the solution carries); without it a factor passes only
             when its output weights share one sign.
 
     Returns:
         a `Network` (zero neurons included, so it jits and vmaps; `Network.prune()` drops them). Its
         non-convex objective equals the solution's convex objective (nuclear exact ReLU: is at least it).
+        A solution on patches (n, K, h) gives the convolutional network: W1's columns are h-pixel filters
+        and the network, called on patches, sums its hidden units over the K positions.
     """
     lead = jnp.shape(solution.status)
     if lead:

@@ -4,6 +4,12 @@ The linear map of the gated program is A: W ↦ Σ_i D_i X w_i. With all P block
 gives every X w_i at once; the masks select entries inside the fused reduction. The adjoint
 Aᵀ: r ↦ [Xᵀ D_i r]_i is one GEMM of Xᵀ with the masked residual. Weights are (P, d) for a single
 output and (P, d, c) for c outputs; predictions and residuals are (n,) and (n, c) accordingly.
+
+Convolutional data are patches X (n, K, h) with masks (n, K, P): A W = Σ_i Σ_k D_ik X_k w_i, the network's
+sum pooling over the K positions. That is the same map on the n·K patch rows followed by a sum over k, and
+its adjoint is the same adjoint of the residual repeated over k: the fully connected program is K = 1.
+For the gated program the masked patch sums Z_i = Σ_k D_ik X_k (n, P, h) (`pool_patches`) turn both maps
+into K times fewer operations: A W = Σ_i Z_i w_i, Aᵀ r = [Z_iᵀ r]_i.
 """
 
 from __future__ import annotations
@@ -13,7 +19,17 @@ import jax.numpy as jnp
 from jax import lax
 from jaxtyping import Array, Bool, Float
 
-__all__ = ["gated_forward", "gated_adjoint", "cone_residuals", "row_block", "PRECISION"]
+__all__ = [
+    "gated_forward",
+    "gated_adjoint",
+    "cone_residuals",
+    "pool_patches",
+    "pooled_forward",
+    "pooled_adjoint",
+    "patch_rows",
+    "row_block",
+    "PRECISION",
+]
 
 # Full float32 accuracy on accelerators whose default f32 matmul is reduced precision (TF32): the
 # certificate compares objectives to 1e-6 relative, which TF32's 1e-3 would make meaningless.
@@ -57,7 +73,92 @@ def _adjoint_dense(X, masks, r):
     return jnp.einsum("npc,nd->pdc", R, X, precision=PRECISION)
 
 
-def gated_forward(X: Float[Array, "n d"], masks: Bool[Array, "n p"], W: Float[Array, "p d *c"]) -> Float[Array, "n *c"]:
+def patch_rows(X: Float[Array, "n *k d"], masks: Bool[Array, "n *k p"]) -> tuple[Array, Array]:
+    """Patches (n, K, h) and masks (n, K, P) as n·K rows (n·K, h) and (n·K, P); 2-D data as they are."""
+    if X.ndim == 2:
+        return X, masks
+    return X.reshape(-1, X.shape[-1]), masks.reshape(-1, masks.shape[-1])
+
+
+def gated_forward(
+    X: Float[Array, "n *k d"], masks: Bool[Array, "n *k p"], W: Float[Array, "p d *c"]
+) -> Float[Array, "n *c"]:
+    """ŷ = Σ_i D_i X w_i (Σ_i Σ_k D_ik X_k w_i for patches (n, K, h) with masks (n, K, P)).
+
+    Args:
+        X: data, (n, d), or patches (n, K, h).
+        masks: activation patterns, (n, P) bool, or (n, K, P) for patches.
+        W: weights, (P, d) or (P, d, c).
+
+    Returns:
+        predictions, (n,) or (n, c).
+    """
+    if X.ndim == 2:
+        return _rows_forward(X, masks, W)
+    n, K = X.shape[:2]
+    out = _rows_forward(*patch_rows(X, masks), W)
+    return jnp.sum(out.reshape((n, K) + out.shape[1:]), axis=1)
+
+
+def gated_adjoint(
+    X: Float[Array, "n *k d"], masks: Bool[Array, "n *k p"], r: Float[Array, "n *c"]
+) -> Float[Array, "p d *c"]:
+    """Aᵀ r = [Xᵀ D_i r]_i ([Σ_k X_kᵀ D_ik r]_i for patches (n, K, h) with masks (n, K, P)).
+
+    Args:
+        X: data, (n, d), or patches (n, K, h).
+        masks: activation patterns, (n, P) bool, or (n, K, P) for patches.
+        r: a residual-like array, (n,) or (n, c).
+
+    Returns:
+        the block gradient, (P, d) or (P, d, c).
+    """
+    if X.ndim == 2:
+        return _rows_adjoint(X, masks, r)
+    K = X.shape[1]
+    repeated = jnp.broadcast_to(r[:, None], (r.shape[0], K) + r.shape[1:]).reshape((-1,) + r.shape[1:])
+    return _rows_adjoint(*patch_rows(X, masks), repeated)
+
+
+def pool_patches(X: Float[Array, "n k h"], masks: Bool[Array, "n k p"]) -> Float[Array, "n p h"]:
+    """Z_i = Σ_k D_ik X_k for every pattern: the gated program's data once the positions are summed.
+
+    Built in row blocks on CPU (as the operators are), so no (rows, K, P) float buffer exceeds ~4 MiB.
+
+    Args:
+        X: patches (n, K, h); masks: (n, K, P) bool.
+
+    Returns:
+        Z, (n, P, h): A W = Σ_i Z_i w_i and Aᵀ r = [Z_iᵀ r]_i.
+    """
+
+    def pool(x, m):
+        return jnp.einsum("nkp,nkh->nph", m.astype(x.dtype), x, precision=PRECISION)
+
+    n, K, h = X.shape
+    block = row_block(n, K * masks.shape[-1], X.dtype.itemsize)
+    if block is None:
+        return pool(X, masks)
+    (Xb, Mb), (Xr, Mr) = _split_rows(block, X, masks)
+    _, out = lax.scan(lambda _, xm: (None, pool(*xm)), None, (Xb, Mb))
+    return jnp.concatenate([out.reshape((-1,) + out.shape[2:]), pool(Xr, Mr)])
+
+
+def pooled_forward(Z: Float[Array, "n p h"], W: Float[Array, "p h *c"]) -> Float[Array, "n *c"]:
+    """Σ_i Z_i w_i."""
+    if W.ndim == 2:
+        return jnp.einsum("nph,ph->n", Z, W, precision=PRECISION)
+    return jnp.einsum("nph,phc->nc", Z, W, precision=PRECISION)
+
+
+def pooled_adjoint(Z: Float[Array, "n p h"], r: Float[Array, "n *c"]) -> Float[Array, "p h *c"]:
+    """[Z_iᵀ r]_i."""
+    if r.ndim == 1:
+        return jnp.einsum("nph,n->ph", Z, r, precision=PRECISION)
+    return jnp.einsum("nph,nc->phc", Z, r, precision=PRECISION)
+
+
+def _rows_forward(X: Float[Array, "n d"], masks: Bool[Array, "n p"], W: Float[Array, "p d *c"]) -> Float[Array, "n *c"]:
     """ŷ = Σ_i D_i X w_i, computed as rowsum(masks ⊙ X W) with one GEMM (per row block on CPU).
 
     Args:
@@ -76,7 +177,7 @@ def gated_forward(X: Float[Array, "n d"], masks: Bool[Array, "n p"], W: Float[Ar
     return jnp.concatenate([out.reshape((-1,) + out.shape[2:]), _forward_dense(Xr, Mr, W)])
 
 
-def gated_adjoint(X: Float[Array, "n d"], masks: Bool[Array, "n p"], r: Float[Array, "n *c"]) -> Float[Array, "p d *c"]:
+def _rows_adjoint(X: Float[Array, "n d"], masks: Bool[Array, "n p"], r: Float[Array, "n *c"]) -> Float[Array, "p d *c"]:
     """Aᵀ r = [Xᵀ D_i r]_i, computed as Xᵀ (masks ⊙ r) with one GEMM (per row block on CPU).
 
     Args:
@@ -96,18 +197,22 @@ def gated_adjoint(X: Float[Array, "n d"], masks: Bool[Array, "n p"], r: Float[Ar
 
 
 def cone_residuals(
-    X: Float[Array, "n d"], masks: Bool[Array, "n p"], W: Float[Array, "p d *c"]
-) -> Float[Array, "n p *c"]:
+    X: Float[Array, "n *k d"], masks: Bool[Array, "n *k p"], W: Float[Array, "p d *c"]
+) -> Float[Array, "n ..."]:
     """(2 D_i − I) X w_i for every block: non-negative exactly when each w_i lies in its pattern's cone.
 
     Args:
-        X: data, (n, d).
-        masks: activation patterns, (n, P) bool.
+        X: data, (n, d), or patches (n, K, h) (a constraint per position k).
+        masks: activation patterns, (n, P) bool, or (n, K, P).
         W: weights, (P, d) or (P, d, c).
 
     Returns:
-        s_i ⊙ X w_i stacked as (n, P) or (n, P, c), with s = 2 m − 1.
+        s_i ⊙ X w_i stacked as (n, P) or (n, P, c) ((n, K, P) or (n, K, P, c) for patches), s = 2 m − 1.
     """
+    if X.ndim == 3:
+        n, K = X.shape[:2]
+        out = cone_residuals(*patch_rows(X, masks), W)
+        return out.reshape((n, K) + out.shape[1:])
     if W.ndim == 2:
         XW = jnp.einsum("nd,pd->np", X, W, precision=PRECISION)
         return jnp.where(masks, XW, -XW)

@@ -2,6 +2,7 @@
 
 A gate g ∈ R^d induces the pattern m = 1[X g ≥ 0] ∈ {0, 1}^n, i.e. D = diag(m). The convex program has one
 block of weights per pattern, so the masks (n, P) are the only thing the solvers need from the gates.
+On image patches (n, K, h) a gate g ∈ R^h is a filter and its pattern is one per position, (n, K).
 """
 
 from __future__ import annotations
@@ -40,24 +41,25 @@ def sample_gates(key: PRNGKeyArray, d: int, num_gates: int, dtype: DTypeLike = j
     return jax.random.normal(key, (int(d), int(num_gates)), dtype=jnp.float32).astype(dtype)
 
 
-def activation_masks(X: ArrayLike, gates: ArrayLike) -> Bool[Array, "n p"]:
+def activation_masks(X: ArrayLike, gates: ArrayLike) -> Bool[Array, "n *k p"]:
     """masks[j, i] = 1[x_j · g_i ≥ 0]: the activation pattern of every gate on every row of X.
 
+    For patches X (n, K, h) (`image_patches`), masks[j, k, i] = 1[x_jk · g_i ≥ 0]: a pattern per position.
     The non-strict inequality is this library's convention (scnn uses > 0); the gates' order is kept.
 
     Args:
-        X: data, (n, d) float.
-        gates: gate vectors as columns, (d, P).
+        X: data, (n, d) float, or patches (n, K, h).
+        gates: gate vectors as columns, (d, P) (d = h for patches).
 
     Returns:
-        masks, a boolean (n, P) array.
+        masks, a boolean (n, P) array, or (n, K, P) for patches.
     """
     X = jnp.asarray(X)
     gates = jnp.asarray(gates)
-    if X.ndim != 2:
-        raise ValueError(f"X must be a 2-D (n, d) array; got shape {X.shape}")
-    if gates.ndim != 2 or gates.shape[0] != X.shape[1]:
-        raise ValueError(f"gates must be (d, P) with d = {X.shape[1]}; got shape {gates.shape}")
+    if X.ndim not in (2, 3):
+        raise ValueError(f"X must be a 2-D (n, d) array or patches (n, K, h); got shape {X.shape}")
+    if gates.ndim != 2 or gates.shape[0] != X.shape[-1]:
+        raise ValueError(f"gates must be (d, P) with d = {X.shape[-1]}; got shape {gates.shape}")
     return jnp.matmul(X, gates, precision=jax.lax.Precision.HIGHEST) >= 0
 
 

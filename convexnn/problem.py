@@ -10,10 +10,15 @@ solver. With a `Rows` every sum over rows adds the shards' sums (`convexnn._rows
 The stacked layout of the exact ReLU program: blocks last, (n, c, 2P), signs +1 for U and −1 for V. One
 GEMM X W gives both the prediction and the residuals; XLA's CPU loops over a trailing axis of length c = 1
 ran elementwise reductions ~30× slower than this layout.
+
+Convolutional programs hold patches X (n, K, h) and masks (n, K, P): predictions sum the K positions
+(`operators`), and the exact ReLU program has a cone residual per position, (n, K, c, 2P). The gated maps
+run on the masked patch sums Z_i = Σ_k D_ik X_k once `with_pooled` has built them (K times fewer operations).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -46,36 +51,63 @@ class Problem(eqx.Module):
     """The data of a convex program and the linear maps the solvers apply to weights.
 
     Attributes:
-        X: data (n, d); masks: (n, P) bool; y: targets (n, c) in X's dtype.
+        X: data (n, d), or patches (n, K, h); masks: (n, P) bool, or (n, K, P); y: targets (n, c) in X's dtype.
         loss: the loss (static); N: its normaliser (static; from the global shape on sharded data).
         rows: for one shard of row-sharded data, its real rows and the mesh axis (None: all rows, one device).
         rescale_x: whether `in_units` must bring X to unit scale (static; `convexnn._units`).
         penalty: the block penalty Ω of λ Ω(W) (static): `convexnn.prox.GroupL2` (one group per pattern and
             output, the default) or `convexnn.prox.Nuclear` (one d×c block per pattern).
+        pooled: for patches, the masked patch sums Z (n, P, h) that the gated maps use (`with_pooled`), or None.
     """
 
-    X: Float[Array, "n d"]
-    masks: Bool[Array, "n p"]
+    X: Float[Array, "n *k d"]
+    masks: Bool[Array, "n *k p"]
     y: Float[Array, "n c"]
     loss: _losses.Loss = eqx.field(static=True)
     N: int = eqx.field(static=True)
     rows: Rows | None = None
     rescale_x: bool = eqx.field(static=True, default=True)
     penalty: prox.Penalty = eqx.field(static=True, default=prox.GroupL2())
+    pooled: Float[Array, "n p d"] | None = None
+
+    @property
+    def patches(self) -> bool:
+        """Static: whether X holds patches (n, K, h) (a convolutional program)."""
+        return self.X.ndim == 3
+
+    @property
+    def num_patterns(self) -> int:
+        return self.masks.shape[-1]
+
+    def residual_shape(self, q: int) -> tuple[int, ...]:
+        """The shape of the cone residuals of q stacked blocks: (n, c, q), or (n, K, c, q) for patches."""
+        n, c = self.y.shape
+        return (n, self.X.shape[1], c, q) if self.patches else (n, c, q)
 
     def in_units(self) -> tuple[Problem, Units]:
         """The problem brought to unit scale, and the `Units` that map its results back."""
         units = units_of(self.X, self.y, self.loss, self.N, self.rows, self.rescale_x)
         X, y = units.data(self.X, self.y)
-        return eqx.tree_at(lambda p: (p.X, p.y), self, (X, y)), units
+        pooled = None if self.pooled is None else units.data(self.pooled, self.y)[0]
+        return dataclasses.replace(self, X=X, y=y, pooled=pooled), units
+
+    def with_pooled(self) -> Problem:
+        """For patches, the problem whose gated maps run on Z_i = Σ_k D_ik X_k (built once, n·P·h floats)."""
+        if not self.patches or self.pooled is not None:
+            return self
+        return dataclasses.replace(self, pooled=operators.pool_patches(self.X, self.masks))
 
     # The gated map.
     def forward(self, W: Float[Array, "p d c"]) -> Float[Array, "n c"]:
         """A W = Σ_i D_i X w_i."""
+        if self.pooled is not None:
+            return operators.pooled_forward(self.pooled, W)
         return operators.gated_forward(self.X, self.masks, W)
 
     def adjoint(self, r: Float[Array, "n c"]) -> Float[Array, "p d c"]:
         """Aᵀ r = [Xᵀ D_i r]_i, added over the shards."""
+        if self.pooled is not None:
+            return row_total(operators.pooled_adjoint(self.pooled, r), self.rows)
         return row_total(operators.gated_adjoint(self.X, self.masks, r), self.rows)
 
     # The loss over every real row.
@@ -103,28 +135,37 @@ class Problem(eqx.Module):
         return row_sum(x, self.rows)
 
     # The exact ReLU program on stacked weights [U; V].
-    def products(self, W: Float[Array, "q d c"]) -> Float[Array, "n c q"]:
-        """X W for every block of the stacked weights (one GEMM), blocks last."""
-        return jnp.einsum("nd,qdc->ncq", self.X, W, precision=operators.PRECISION)
+    def products(self, W: Float[Array, "q d c"]) -> Float[Array, "n *k c q"]:
+        """X W for every block of the stacked weights (one GEMM), blocks last; (n, K, c, q) for patches."""
+        spec = "nkd,qdc->nkcq" if self.patches else "nd,qdc->ncq"
+        return jnp.einsum(spec, self.X, W, precision=operators.PRECISION)
 
-    def split(self, XW: Float[Array, "n c q"]) -> tuple[Float[Array, "n c"], Float[Array, "n c q"]]:
-        """(z, R): the prediction Σ_i m_i ⊙ (X u_i − X v_i) and the cone residuals s ⊙ X W."""
-        P = self.masks.shape[1]
-        m = self.masks[:, None, :]
+    def _stacked_masks(self) -> Bool[Array, "n *k 1 q"]:
+        """The masks of [U; V] with an output axis: (n, 1, 2P), or (n, K, 1, 2P)."""
+        m = self.masks[..., None, :]
+        return jnp.concatenate([m, m], axis=-1)
+
+    def split(self, XW: Float[Array, "n *k c q"]) -> tuple[Float[Array, "n c"], Float[Array, "n *k c q"]]:
+        """(z, R): the prediction Σ_i m_i ⊙ (X u_i − X v_i) (summed over positions) and the residuals s ⊙ X W."""
+        P = self.num_patterns
+        m = self.masks[..., None, :]
         zero = jnp.zeros((), XW.dtype)
         z = jnp.sum(jnp.where(m, XW[..., :P] - XW[..., P:], zero), axis=-1)
-        R = jnp.where(jnp.concatenate([m, m], axis=-1), XW, -XW)
+        z = jnp.sum(z, axis=1) if self.patches else z
+        R = jnp.where(self._stacked_masks(), XW, -XW)
         return z, R
 
-    def pullback(self, gz: Float[Array, "n c"], gR: Float[Array, "n c q"]) -> Float[Array, "q d c"]:
+    def pullback(self, gz: Float[Array, "n c"], gR: Float[Array, "n *k c q"]) -> Float[Array, "q d c"]:
         """Kᵀ(gz, gR) = ∂/∂W of ⟨gz, z⟩ + ⟨gR, R⟩ (one GEMM), added over the shards."""
-        m = self.masks[:, None, :]
-        m2 = jnp.concatenate([m, m], axis=-1)
-        P = self.masks.shape[1]
-        sign = jnp.concatenate([jnp.ones((P,), gz.dtype), -jnp.ones((P,), gz.dtype)])[None, None, :]
+        m2 = self._stacked_masks()
+        P = self.num_patterns
+        sign = jnp.concatenate([jnp.ones((P,), gz.dtype), -jnp.ones((P,), gz.dtype)])
         zero = jnp.zeros((), gz.dtype)
-        G = jnp.where(m2, sign * gz[:, :, None], zero) + jnp.where(m2, gR, -gR)
-        return row_total(jnp.einsum("ncq,nd->qdc", G, self.X, precision=operators.PRECISION), self.rows)
+        gz = gz[:, None, :, None] if self.patches else gz[:, :, None]
+        sign = sign.reshape((1,) * (gz.ndim - 1) + (-1,))
+        G = jnp.where(m2, sign * gz, zero) + jnp.where(m2, gR, -gR)
+        spec = "nkcq,nkd->qdc" if self.patches else "ncq,nd->qdc"
+        return row_total(jnp.einsum(spec, G, self.X, precision=operators.PRECISION), self.rows)
 
 
 def on_shards(
@@ -149,8 +190,9 @@ def on_shards(
 class Prepared(NamedTuple):
     """The canonical inputs of a public solver: what `prepare` returns.
 
-    X: the data (n, d) as an array, or the `RowSharded` (then Y and masks are None: it holds them).
-    Y: targets (n, c) in X's dtype; masks: (n, P) bool; shape: (P, d, c); squeeze: whether y was 1-D;
+    X: the data (n, d) or patches (n, K, h) as an array, or the `RowSharded` (then Y and masks are None: it
+    holds them). Y: targets (n, c) in X's dtype; masks: (n, P) or (n, K, P) bool; shape: (P, d, c) (d = h);
+    squeeze: whether y was 1-D;
     rescale_x: whether the solvers must bring X to unit scale (static). lam (a scalar or the path's λ),
     tol, constraint_tol, max_iters: arrays of X's dtype (max_iters int32). W0: the start, (blocks·P, d, c);
     resume: the solver state of a `Solution` passed as init (None otherwise).
@@ -182,7 +224,7 @@ def _check_data(X, y, masks, loss):
     if y is None or masks is None:
         raise ValueError("y and masks must be given (or X must be a RowSharded from shard_rows)")
     X, Y, masks, squeeze, rescale_x = _validate.check_data(X, y, masks, loss)
-    return X, Y, masks, (masks.shape[1], X.shape[1], Y.shape[1]), squeeze, rescale_x
+    return X, Y, masks, (masks.shape[-1], X.shape[-1], Y.shape[1]), squeeze, rescale_x
 
 
 def _start(init: Any, blocks: int, shape: tuple[int, int, int], squeeze: bool, dtype: Any) -> tuple[jax.Array, Any]:

@@ -33,16 +33,17 @@ class RowSharded(eqx.Module):
     """X, y and masks with their rows split over one mesh axis, padded to a multiple of its size.
 
     Attributes:
-        X: data (n_pad, d); y: targets (n_pad, c) in X's dtype; masks: (n_pad, P) bool; valid: (n_pad,) bool,
+        X: data (n_pad, d) or patches (n_pad, K, h); y: targets (n_pad, c) in X's dtype; masks: (n_pad, P)
+            bool, or (n_pad, K, P) for patches; valid: (n_pad,) bool,
             False on padding rows. All four are placed with `NamedSharding(mesh, P(axis))`.
         n: the number of real rows (static); squeeze: whether y was 1-D (static); loss: the name of the loss
             y was prepared for (static); mesh, axis: where the rows live (static); rescale_x: whether the
             solvers must bring X to unit scale (static; `convexnn._units.rescales_top`).
     """
 
-    X: Float[Array, "n d"]
+    X: Float[Array, "n *k d"]
     y: Float[Array, "n c"]
-    masks: Bool[Array, "n p"]
+    masks: Bool[Array, "n *k p"]
     valid: Bool[Array, " n"]
     n: int = eqx.field(static=True)
     squeeze: bool = eqx.field(static=True)
@@ -54,7 +55,7 @@ class RowSharded(eqx.Module):
     @property
     def shape(self) -> tuple[int, int, int]:
         """(P, d, c): the shape of the weights."""
-        return self.masks.shape[1], self.X.shape[1], self.y.shape[1]
+        return self.masks.shape[-1], self.X.shape[-1], self.y.shape[1]
 
     def normaliser(self, loss: _losses.Loss) -> int:
         """The loss normaliser N of the real rows (n·c or n), never of the padded shape."""
@@ -129,7 +130,7 @@ def shard_rows(
         placed = [jax.device_put(_pad_rows(a, n_pad), spec) for a in arrays]
         rescale_x = rescales_top(top)
     else:
-        sizes = _allgather([Xh.shape[0], *Xh.shape[1:], Mh.shape[1], Yh.shape[1]])
+        sizes = _allgather([Xh.shape[0], *Xh.shape[1:], Mh.shape[-1], Yh.shape[1]])
         if np.any(sizes[:, 1:] != sizes[0, 1:]):
             raise ValueError(f"every process must pass the same d, P and c; got (n, d, P, c) = {sizes.tolist()}")
         n = int(sizes[:, 0].sum())

@@ -104,8 +104,8 @@ class _Maps(NamedTuple):
         return self.problem.split(self.problem.products(u))[0]
 
     def Ft(self, r):
-        n, c = self.problem.y.shape
-        return self.problem.pullback(r, jnp.zeros((n, c, 2 * self.problem.masks.shape[1]), r.dtype))
+        shape = self.problem.residual_shape(2 * self.problem.num_patterns)
+        return self.problem.pullback(r, jnp.zeros(shape, r.dtype))
 
     def Gt(self, h):
         n, c = self.problem.y.shape
@@ -143,7 +143,7 @@ class _Maps(NamedTuple):
 
 def _maps(problem: Problem, W0: Array, opts: ADMMOptions) -> _Maps:
     """ρ(I + GᵀG) = ρ (I + XᵀX) on every block: one d×d eigendecomposition; FᵀF/N sketched once."""
-    X = problem.X
+    X = problem.X.reshape(-1, problem.X.shape[-1])  # patches: GᵀG = Σ_k X_kᵀ X_k
     evals, Q = jnp.linalg.eigh(row_total(jnp.matmul(X.T, X, precision=jax.lax.Precision.HIGHEST), problem.rows))
     split = uses_loss_split(problem.loss, opts)
     maps = _Maps(problem, jnp.maximum(evals, 0), Q, None, split, None)
@@ -180,8 +180,8 @@ def _initial(maps: _Maps, cert: _Certify, W0: Array, opts: ADMMOptions) -> ADMMS
     X = problem.X
     if opts.rho is None:  # the mean curvature of the loss per coordinate, so neither term dominates at first
         masks_f = problem.masks.astype(dtype)
-        rho0 = problem.row_sum(jnp.sum(X * X, axis=1) * jnp.sum(masks_f, axis=1)) / (
-            problem.N * problem.masks.shape[1] * X.shape[1]
+        rho0 = problem.row_sum(jnp.sum(X * X, axis=-1) * jnp.sum(masks_f, axis=-1)) / (
+            problem.N * problem.num_patterns * X.shape[-1]
         )
         rho0 = jnp.maximum(rho0, tiny)
     else:

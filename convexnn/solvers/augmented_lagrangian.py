@@ -92,8 +92,7 @@ def _rho_max(problem: Problem, opts: ALOptions, dtype) -> Scalar:
 
 def _initial(problem: Problem, lam, W0, rule: ReluRule, opts: ALOptions) -> ALState:
     dtype = W0.dtype
-    n, c = problem.y.shape
-    gamma0 = jnp.zeros((n, c, W0.shape[0]), dtype)
+    gamma0 = jnp.zeros(problem.residual_shape(W0.shape[0]), dtype)
     rho_max = _rho_max(problem, opts, dtype)
     inf = jnp.asarray(jnp.inf, dtype)
     start = _measure(problem, lam, W0, gamma0)

@@ -208,8 +208,10 @@ class GatedStatic(NamedTuple):
 
 def gated_program(problem: Problem, lam, W0, tol, max_iters, static: GatedStatic, state=None) -> Solution:
     """The gated solve of `problem` as a `Solution`, run at unit scale (`convexnn._units`), returned in the
-    user's units; its `state` (the loop carry, in the solver's units) resumes it."""
+    user's units; its `state` (the loop carry, in the solver's units) resumes it. Patches are pooled first
+    (`Problem.with_pooled`): the gated maps then cost K times less."""
     problem, units = problem.in_units()
+    problem = problem.with_pooled()
     out = solve_composite(
         GatedObjective(problem=problem),
         units.lam_in(lam),

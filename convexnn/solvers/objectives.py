@@ -108,7 +108,9 @@ class GatedObjective(CompositeSmooth):
         if p.rows is not None and p.rows.sharded:
             return False  # the sample-space kernel is n×n: it would gather every row onto every device
         n, c = p.y.shape
-        P, d = p.masks.shape[1], p.X.shape[1]
+        P, d = p.num_patterns, p.X.shape[-1]
+        if p.patches:  # the kernel Σ_i a_i Z_i Z_iᵀ has no X Xᵀ ⊙ (M Mᵀ) shortcut: n² P d to build
+            return p.pooled is not None and n * n * P * d + n**3 / 3 <= kernel_cg_steps * 4 * n * d * P
         return n * n * P + n**3 / 3 <= kernel_cg_steps * 4 * n * d * P
 
     def newton_preconditioner(self, img, a):
@@ -130,11 +132,19 @@ class GatedObjective(CompositeSmooth):
         n, c = p.y.shape
         dtype = p.X.dtype
         work = jnp.float64 if jax.config.jax_enable_x64 else dtype
-        X = p.X.astype(work)
-        M = p.masks.astype(work)
         a = a.astype(work)
-        XX = jnp.matmul(X, X.T, precision=operators.PRECISION)
-        T = XX[None] * jnp.einsum("np,pc,mp->cnm", M, a, M, precision=operators.PRECISION)
+        if p.pooled is not None:  # patches: T_k = Σ_i a_ik Z_i Z_iᵀ
+            Z = p.pooled.astype(work)
+            T = jnp.einsum("nph,pc,mph->cnm", Z, a, Z, precision=operators.PRECISION)
+            forward = functools.partial(operators.pooled_forward, Z)
+            adjoint = functools.partial(operators.pooled_adjoint, Z)
+        else:
+            X = p.X.astype(work)
+            M = p.masks.astype(work)
+            XX = jnp.matmul(X, X.T, precision=operators.PRECISION)
+            T = XX[None] * jnp.einsum("np,pc,mp->cnm", M, a, M, precision=operators.PRECISION)
+            forward = functools.partial(operators.gated_forward, X, p.masks)
+            adjoint = functools.partial(operators.gated_adjoint, X, p.masks)
         f = jnp.sqrt(p.hessian_diagonal(img)).T.astype(work)  # (c, n)
         L = jnp.linalg.cholesky(jnp.eye(n, dtype=work)[None] + f[:, :, None] * T * f[:, None, :])
         cho = jax.vmap(lambda Lk, tk: jax.scipy.linalg.cho_solve((Lk, True), tk))
@@ -143,8 +153,8 @@ class GatedObjective(CompositeSmooth):
 
         def apply(v):
             av = a3 * v.astype(work)
-            q = f * cho(L, f * operators.gated_forward(X, p.masks, av).T)  # (c, n)
-            out = av - a3 * operators.gated_adjoint(X, p.masks, q.T)
+            q = f * cho(L, f * forward(av).T)  # (c, n)
+            out = av - a3 * adjoint(q.T)
             return jnp.where(active, out, v.astype(work)).astype(dtype)
 
         return apply
@@ -157,7 +167,7 @@ class AugmentedLagrangianObjective(CompositeSmooth):
     """
 
     problem: Problem
-    gamma: Float[Array, "n c q"]
+    gamma: Float[Array, "n *k c q"]
     rho: Scalar
 
     def apply(self, W):
@@ -212,7 +222,7 @@ class AugmentedLagrangianObjective(CompositeSmooth):
         B = row_blocks(self.rho * active + stacked_curvature(p, z), X, p.rows)
         on = a > 0
         inv_a = jnp.where(on, 1 / jnp.where(on, a, 1), 1)
-        B = B + inv_a[:, :, None, None] * jnp.eye(X.shape[1], dtype=dtype)[None, None]
+        B = B + inv_a[:, :, None, None] * jnp.eye(X.shape[-1], dtype=dtype)[None, None]
         return linalg.block_jacobi(B, on)
 
     def gap(self, lam, W, img, g, Ktg):
@@ -229,13 +239,20 @@ class AugmentedLagrangianObjective(CompositeSmooth):
         return fy + fy_pen + certificates.penalty_gap(lam, W, Ktg, s, self.penalty)
 
 
-def stacked_curvature(problem: Problem, z: Float[Array, "n c"]) -> Float[Array, "n c q"]:
-    """m_jq h_jk for the stacked blocks q of [U; V]: the loss's Hessian diagonal h where block q's pattern is on."""
+def stacked_curvature(problem: Problem, z: Float[Array, "n c"]) -> Float[Array, "n *k c q"]:
+    """m_jq h_jk for the stacked blocks q of [U; V]: the loss's Hessian diagonal h where block q's pattern is on.
+
+    For patches, per position (m_jkq h_j): the diagonal blocks of the loss's Hessian without the cross-position
+    terms, which is what a block-Jacobi preconditioner needs.
+    """
     m = problem.masks.astype(z.dtype)
-    m2 = jnp.concatenate([m, m], axis=1)  # (n, q)
-    return m2[:, None, :] * problem.hessian_diagonal(z)[:, :, None]
+    m2 = jnp.concatenate([m, m], axis=-1)  # (n, q) or (n, K, q)
+    h = problem.hessian_diagonal(z)
+    h = h[:, None, :, None] if problem.patches else h[:, :, None]
+    return m2[..., None, :] * h
 
 
-def row_blocks(weight: Float[Array, "n c q"], X: Float[Array, "n d"], rows) -> Float[Array, "q c d d"]:
-    """Σ_j weight_jkq x_j x_jᵀ for every block (q, k), added over the shards: d×d blocks of KᵀWK."""
-    return row_total(jnp.einsum("ncq,nd,ne->qcde", weight, X, X, precision=operators.PRECISION), rows)
+def row_blocks(weight: Float[Array, "n *k c q"], X: Float[Array, "n *k d"], rows) -> Float[Array, "q c d d"]:
+    """Σ_j weight_jkq x_j x_jᵀ for every block (q, k) (and every position of patches), added over the shards."""
+    spec = "nkcq,nkd,nke->qcde" if X.ndim == 3 else "ncq,nd,ne->qcde"
+    return row_total(jnp.einsum(spec, weight, X, X, precision=operators.PRECISION), rows)

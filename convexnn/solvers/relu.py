@@ -75,8 +75,8 @@ def relu_program(problem: Problem, lam, W0, tol, constraint_tol, max_iters, stat
         )
         stats = {"outer_steps": s.outer_steps, "rho": s.rho}
     else:
-        # ADMM's active-set polish (`admm_polish`) is written for the group penalty.
-        polish = static.polish and isinstance(problem.penalty, prox.GroupL2)
+        # ADMM's active-set polish (`admm_polish`) is written for the group penalty on rows (n, d).
+        polish = static.polish and isinstance(problem.penalty, prox.GroupL2) and not problem.patches
         s = solve_relu_admm(*args, static.options, static.monitor, polish, units, state)
         stats = {
             "admm_steps": s.admm_steps,
@@ -163,7 +163,8 @@ def solve_relu(
             "nuclear" (λ Σ_i (‖U_i‖_* + ‖V_i‖_*) with every column of U_i, V_i in pattern i's cone: the convex
             relaxation of the vector-output ReLU network, which shares its neurons across outputs. The
             relaxation's optimum bounds that network's optimum from below; `networks.relu_interval` reads a
-            ReLU network off the solution and returns the certified interval). ADMM's polish is group-only.
+            ReLU network off the solution and returns the certified interval).
+            ADMM's polish is for the group penalty on rows (n, d) only.
         method: "al" (augmented Lagrangian, subproblems by R-FISTA + Newton polish; every loss) or
             "admm" (ADMM with a Nyström-preconditioned CG linear solve; squared loss in its u-step, the
             logistic loss through its prox; cross-entropy not yet).
