@@ -59,7 +59,7 @@ class Units(eqx.Module):
     y_root: Scalar  # √v: y = 2^f √v ỹ, u = 4^f v
     rescale_x: bool = eqx.field(static=True, default=True)  # False: e = 0 is known, X̃ is X (no copy)
 
-    def data(self, X: Float[Array, "n d"], Y: Float[Array, "n c"]) -> tuple[Array, Array]:
+    def data(self, X: Float[Array, "n *k d"], Y: Float[Array, "n c"]) -> tuple[Array, Array]:
         """(X̃, ỹ)."""
         X = jnp.ldexp(X, -self.x_exp) if self.rescale_x else X
         return X, jnp.ldexp(Y, -self.y_exp) / self.y_root
@@ -114,7 +114,7 @@ def target_scale(Y: Float[Array, "n c"], loss: _losses.Loss, N: int, rows: Rows 
 
 
 def units_of(
-    X: Float[Array, "n d"],
+    X: Float[Array, "n *k d"],
     Y: Float[Array, "n c"],
     loss: _losses.Loss,
     N: int,

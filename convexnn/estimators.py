@@ -41,10 +41,17 @@ except ImportError as err:  # pragma: no cover - exercised only without the extr
     raise ImportError("convexnn.estimators needs scikit-learn: pip install 'convexnn[demo]'") from err
 
 from . import losses as _losses
+from ._conv_estimator import ConvexConvMixin
 from ._estimator_base import ConvexReLUBase, is_real_scalar, padded_columns, padded_rows, path_outputs, sk_validate_data
 from .solution import Status
 
-__all__ = ["ConvexReLURegressor", "ConvexReLUClassifier", "ConvexReLURegressorCV", "ConvexReLUClassifierCV"]
+__all__ = [
+    "ConvexReLURegressor",
+    "ConvexReLUClassifier",
+    "ConvexReLURegressorCV",
+    "ConvexReLUClassifierCV",
+    "ConvexConvClassifier",
+]
 __all__ += ["padded_rows", "padded_columns"]
 
 _SELECTIONS = ("best", "one_se")  # the padding ladder, for tests and benchmarks
@@ -364,3 +371,69 @@ class ConvexReLUClassifierCV(CVMixin, ConvexReLUClassifier):
         strat=", stratified",
         base="ConvexReLUClassifier",
     )
+
+
+class ConvexConvClassifier(ConvexConvMixin, ConvexReLUClassifier):
+    """Classification of images by a two-layer convolutional network trained to a certified global optimum.
+
+        f(x) = Σ_j α_j (1/K) Σ_k act(x̃_k · w_j):  m filters w_j over the K patches x̃_k of the image,
+
+    the convex CNN program (Pilanci & Ergen, ICLR 2021) on patches (`convexnn.image_patches`) with gates as
+    filters (see `convexnn._conv_estimator`). X holds one flattened image per row.
+
+    Args:
+        image_shape: (H, W) or (H, W, C), with X's rows the images flattened in that (C-order) layout; None:
+            each row is a 1-D signal (an image of one row).
+        patch: the filter size, an integer or (s₁, s₂) (clipped to the image: a 1-D signal gets (1, s₂)).
+        stride: the step between patches, an integer or (t₁, t₂); patches stay inside the image ("valid").
+        n_gates: P, the gate filters sampled (the patterns of the program).
+        lam: λ ≥ 0, or "auto": 0.005·λ_max of the training problem.
+        model: "gated" or "relu" (the exact ReLU CNN: a cone constraint per patch, far slower).
+        penalty: "nuclear" (one set of filters shared by the classes; the default) or "group" (one set of
+            filters per class); with two classes both are the group program.
+        standardize: subtract the pixels' mean and divide by their standard deviation (one of each, so that a
+            filter sees every position alike); fit_intercept: a bias in every filter.
+        the rest: as for `ConvexReLUClassifier`.
+
+    Attributes:
+        gates_ (h, P), filters_ (h, m) (a filter's last entry is its bias with `fit_intercept`), second_layer_
+        (m, c), neuron_gates_ (h, m) for the gated model, n_neurons_, n_positions_ K, x_mean_, x_scale_, and
+        lam_, lam_max_, objective_, gap_, status_, n_iter_, classes_ as for `ConvexReLUClassifier`.
+    """
+
+    def __init__(
+        self,
+        image_shape=None,
+        patch=3,
+        stride=1,
+        n_gates=64,
+        lam="auto",
+        *,
+        model="gated",
+        solver="auto",
+        loss=None,
+        penalty="nuclear",
+        tol=1e-5,
+        max_iter=10_000,
+        standardize=True,
+        fit_intercept=True,
+        random_state=None,
+        dtype="float32",
+    ):
+        self.image_shape = image_shape
+        self.patch = patch
+        self.stride = stride
+        super().__init__(
+            n_gates,
+            lam,
+            model=model,
+            solver=solver,
+            loss=loss,
+            penalty=penalty,
+            tol=tol,
+            max_iter=max_iter,
+            standardize=standardize,
+            fit_intercept=fit_intercept,
+            random_state=random_state,
+            dtype=dtype,
+        )

@@ -68,7 +68,7 @@ class Network(eqx.Module):
                 f"X must be (n, d), (d,) for one sample, or patches (n, K, d), with d = {d}; got shape {X.shape}"
             )
 
-    def hidden(self, X: Float[Array, "*n d"]) -> Float[Array, "*n m"]:
+    def hidden(self, X: Float[Array, "*n d"]) -> Float[Array, "..."]:
         """act(X W1): the hidden layer's activations, (n, m) for X (n, d) and (m,) for one sample x (d,).
 
         For patches X (n, K, d) the network is convolutional (W1's columns are filters): Σ_k act(X_k W1), (n, m).

@@ -127,3 +127,39 @@ def clarabel_nuclear(X, Y, masks, lam, loss: str = "squared", model: str = "gate
     if problem.status not in ("optimal", "optimal_inaccurate"):
         raise RuntimeError(f"Clarabel failed: {problem.status}")
     return float(problem.value)
+
+
+def clarabel_conv(patches, Y, masks, lam, loss: str = "squared", model: str = "gated", penalty: str = "group") -> float:
+    """p* of the convolutional program with Clarabel, built from its definition: block i's data are
+    Z_i = Σ_k diag(masks[:, k, i]) X_k (formed explicitly here), prediction Σ_i Z_i (U_i − V_i), and for
+    model="relu" the cone constraints (2 D_ik − I) X_k U_i ≥ 0 at every position k (and for V_i).
+    patches (n, K, h), masks (n, K, P), Y (n, c) (one-hot for cross_entropy); penalty "group" (‖·‖₂ per
+    column of U_i) or "nuclear" (‖U_i‖_*)."""
+    X = np.asarray(patches, dtype=np.float64)
+    Y = np.asarray(Y, dtype=np.float64)
+    m = np.asarray(masks, dtype=np.float64)
+    n, K, h = X.shape
+    P, c = m.shape[2], Y.shape[1]
+    Z = [sum(m[:, k, i][:, None] * X[:, k, :] for k in range(K)) for i in range(P)]
+    Us = [cp.Variable((h, c)) for _ in range(P)]
+    Vs = [cp.Variable((h, c)) for _ in range(P)] if model == "relu" else []
+    pred = sum(Z[i] @ Us[i] for i in range(P))
+    if Vs:
+        pred = pred - sum(Z[i] @ Vs[i] for i in range(P))
+    if loss == "squared":
+        fit = cp.sum_squares(pred - Y) / (2 * n * c)
+    elif loss == "logistic":
+        fit = cp.sum(cp.logistic(-cp.multiply(Y, pred))) / (n * c)
+    elif loss == "cross_entropy":
+        fit = (cp.sum(cp.log_sum_exp(pred, axis=1)) - cp.sum(cp.multiply(Y, pred))) / n
+    else:
+        raise ValueError(loss)
+    norm = cp.normNuc if penalty == "nuclear" else (lambda W: cp.sum(cp.norm(W, 2, axis=0)))
+    S = 2 * m - 1
+    cones = [cp.multiply(S[:, k, [i]], X[:, k, :] @ W) >= 0 for k in range(K) for i, W in enumerate(Us)]
+    cones += [cp.multiply(S[:, k, [i]], X[:, k, :] @ W) >= 0 for k in range(K) for i, W in enumerate(Vs)]
+    problem = cp.Problem(cp.Minimize(fit + lam * sum(norm(W) for W in Us + Vs)), cones if Vs else [])
+    problem.solve(solver=cp.CLARABEL, tol_gap_abs=1e-11, tol_gap_rel=1e-11, tol_feas=1e-11, max_iter=400)
+    if problem.status not in ("optimal", "optimal_inaccurate"):
+        raise RuntimeError(f"Clarabel failed: {problem.status}")
+    return float(problem.value)

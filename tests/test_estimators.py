@@ -19,6 +19,7 @@ from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
 import convexnn as cn  # noqa: E402
 from convexnn import _estimator_base  # noqa: E402
 from convexnn.estimators import (  # noqa: E402
+    ConvexConvClassifier,
     ConvexReLUClassifier,
     ConvexReLUClassifierCV,
     ConvexReLURegressor,
@@ -35,6 +36,7 @@ _CHECKED = [
     ConvexReLUClassifier(n_gates=8, solver="fista", max_iter=2000, random_state=0),
     ConvexReLURegressorCV(n_gates=8, n_lams=3, cv=3, solver="fista", max_iter=2000, random_state=0),
     ConvexReLUClassifierCV(n_gates=8, n_lams=3, cv=3, solver="fista", max_iter=2000, random_state=0),
+    ConvexConvClassifier(n_gates=8, patch=2, solver="fista", max_iter=2000, random_state=0),
 ]
 
 
