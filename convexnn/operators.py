@@ -24,6 +24,7 @@ __all__ = [
     "gated_adjoint",
     "cone_residuals",
     "pool_patches",
+    "pool_patches_from_gates",
     "pooled_forward",
     "pooled_adjoint",
     "patch_rows",
@@ -131,12 +132,39 @@ def pool_patches(X: Float[Array, "n k h"], masks: Bool[Array, "n k p"]) -> Float
     Returns:
         Z, (n, P, h): A W = Σ_i Z_i w_i and Aᵀ r = [Z_iᵀ r]_i.
     """
+    block = row_block(X.shape[0], X.shape[1] * masks.shape[-1], X.dtype.itemsize)
+    return _pool_in_blocks(lambda x, m: m, X, masks, block)
+
+
+def pool_patches_from_gates(X: Float[Array, "n k h"], gates: Float[Array, "h p"]) -> Float[Array, "n p h"]:
+    """Z_i = Σ_k 1[X_k g_i ≥ 0] X_k, the patterns recomputed from the gates one row block at a time.
+
+    The (n, K, P) masks never exist: each block's (rows, K, P) patterns live only while it is pooled (at
+    most ~4 MiB of them on CPU, ~256 MiB on accelerators). Costs one more product with the gates.
+
+    Args:
+        X: patches (n, K, h); gates: (h, P).
+
+    Returns:
+        Z, (n, P, h), equal to `pool_patches(X, activation_masks(X, gates))`.
+    """
+    n, K, _ = X.shape
+    budget = (4 << 20) if jax.default_backend() == "cpu" else (256 << 20)
+    block = max(1, budget // max(1, K * gates.shape[1] * X.dtype.itemsize))
+    block = block if n >= 2 * block else None
+
+    def patterns(x, _):
+        return jnp.einsum("nkh,hp->nkp", x, gates.astype(x.dtype), precision=PRECISION) >= 0
+
+    return _pool_in_blocks(patterns, X, jnp.zeros((n, 0), bool), block)
+
+
+def _pool_in_blocks(patterns, X, masks, block: int | None):
+    """Σ_k patterns(x, m)_kp x_k for row blocks (x, m) of (X, masks): one piece when `block` is None."""
 
     def pool(x, m):
-        return jnp.einsum("nkp,nkh->nph", m.astype(x.dtype), x, precision=PRECISION)
+        return jnp.einsum("nkp,nkh->nph", patterns(x, m).astype(x.dtype), x, precision=PRECISION)
 
-    n, K, h = X.shape
-    block = row_block(n, K * masks.shape[-1], X.dtype.itemsize)
     if block is None:
         return pool(X, masks)
     (Xb, Mb), (Xr, Mr) = _split_rows(block, X, masks)

@@ -51,7 +51,8 @@ class Problem(eqx.Module):
     """The data of a convex program and the linear maps the solvers apply to weights.
 
     Attributes:
-        X: data (n, d), or patches (n, K, h); masks: (n, P) bool, or (n, K, P); y: targets (n, c) in X's dtype.
+        X: data (n, d), or patches (n, K, h); masks: (n, P) bool, or (n, K, P) (None for patches whose gated
+            maps run on `pooled` alone: the patterns were recomputed from the gates); y: targets (n, c) in X's dtype.
         loss: the loss (static); N: its normaliser (static; from the global shape on sharded data).
         rows: for one shard of row-sharded data, its real rows and the mesh axis (None: all rows, one device).
         rescale_x: whether `in_units` must bring X to unit scale (static; `convexnn._units`).
@@ -61,7 +62,7 @@ class Problem(eqx.Module):
     """
 
     X: Float[Array, "n *k d"]
-    masks: Bool[Array, "n *k p"]
+    masks: Bool[Array, "n *k p"] | None
     y: Float[Array, "n c"]
     loss: _losses.Loss = eqx.field(static=True)
     N: int = eqx.field(static=True)
@@ -77,7 +78,7 @@ class Problem(eqx.Module):
 
     @property
     def num_patterns(self) -> int:
-        return self.masks.shape[-1]
+        return self.pooled.shape[1] if self.masks is None else self.masks.shape[-1]
 
     def residual_shape(self, q: int) -> tuple[int, ...]:
         """The shape of the cone residuals of q stacked blocks: (n, c, q), or (n, K, c, q) for patches."""

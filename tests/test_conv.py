@@ -355,3 +355,22 @@ def test_conv_classifier_on_digits():
     np.testing.assert_allclose(est.decision_function(Xte), net(jnp.asarray(F)), rtol=1e-6, atol=1e-9)
     with pytest.raises(ValueError, match="image_shape"):
         ConvexConvClassifier((8, 9)).fit(Xtr, ytr)
+
+
+def test_gates_in_place_of_masks_give_the_same_solve():
+    """solve_gated(..., gates=G) recomputes the patterns in row blocks: the same solution, no (n, K, P) masks."""
+    p = digits_images("cross_entropy", n=60, P=8)
+    lam = 0.05 * float(cn.lam_max(p.X, p.y, p.masks, p.loss, penalty="nuclear"))
+    with_masks = cn.solve_gated(p.X, p.y, p.masks, lam, loss=p.loss, penalty="nuclear", tol=1e-10)
+    with_gates = cn.solve_gated(p.X, p.y, lam=lam, gates=p.gates, loss=p.loss, penalty="nuclear", tol=1e-10)
+    np.testing.assert_allclose(with_gates.objective, with_masks.objective, rtol=1e-12)
+    np.testing.assert_allclose(with_gates.weights, with_masks.weights, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(
+        operators.pool_patches_from_gates(p.X, p.gates), operators.pool_patches(p.X, p.masks), rtol=1e-12, atol=1e-15
+    )
+    with pytest.raises(ValueError, match="masks or gates"):
+        cn.solve_gated(p.X, p.y, p.masks, lam, gates=p.gates)
+    with pytest.raises(ValueError, match="gates"):
+        cn.solve_gated(p.X, p.y, lam=lam, gates=p.gates[:-1])
+    with pytest.raises(ValueError, match="patches"):
+        cn.solve_gated(p.X[:, 0, :], p.y, lam=lam, gates=p.gates)

@@ -17,12 +17,13 @@ from typing import Any, NamedTuple
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 from jax.typing import ArrayLike
 from jaxtyping import Array, Int, Scalar
 
+from .. import _validate, operators, progress, prox
 from .. import losses as _losses
-from .. import progress, prox
 from .._units import Units
 from ..options import GatedOptions, PolishOptions, StallOptions, check_options
 from ..problem import Problem, on_shards, prepare
@@ -272,6 +273,21 @@ gated_core.defvjp(_gated_core_fwd, _gated_core_bwd)
 _solve_gated_jit = eqx.filter_jit(gated_core)
 
 
+def gated_from_gates(X, Y, gates, lam, W0, tol, max_iters, static: GatedStatic) -> Solution:
+    """The gated solve of patches X (n, K, h) whose patterns are recomputed from `gates` (h, P) in row blocks
+    (`operators.pool_patches_from_gates`): the (n, K, P) masks never exist."""
+    loss = static.loss
+    pooled = operators.pool_patches_from_gates(X, gates)
+    problem = Problem(
+        X=X, masks=None, y=Y, loss=loss, N=loss.normaliser(Y), rescale_x=static.rescale_x, penalty=static.penalty,
+        pooled=pooled,
+    )  # fmt: skip
+    return dataclasses.replace(gated_program(problem, lam, W0, tol, max_iters, static), state=None)
+
+
+_solve_from_gates_jit = eqx.filter_jit(not_differentiable(gated_from_gates, 7, "solve_gated with gates="))
+
+
 def gated_on_shards(data: RowSharded, lam, W0, tol, max_iters, static: GatedStatic) -> Solution:
     """The gated solve on row-sharded data, one `shard_map` program (jit it; not differentiable)."""
     static = static._replace(monitor=progress.on_mesh(static.monitor, data.mesh))
@@ -298,6 +314,7 @@ def solve_gated(
     init: ArrayLike | Solution | None = None,
     polish: bool = True,
     options: Any = None,
+    gates: ArrayLike | None = None,
     verbose: bool | int = False,
     callback: progress.Callback | None = None,
 ) -> Solution:
@@ -343,6 +360,9 @@ def solve_gated(
             state (momentum, step size, polish phase), and `max_iters` counts from the first solve's start.
         polish: use the active-set Newton polish (turn off for plain R-FISTA).
         options: a `GatedOptions` (line search, polish, stall rule); None: the defaults.
+        gates: for patches X (n, K, h) on one device, the gates (h, P) in place of masks: the patterns are
+            recomputed in row blocks while Z_i = Σ_k D_ik X_k is built, so the (n, K, P) masks are never
+            stored (docs/scaling.md); the same solution as with `activation_masks(X, gates)`, not differentiable.
         verbose: print progress from inside the compiled loop every `verbose` iterations (True: every 100)
             and once at the end; off (False) by default. Static: changing it recompiles, never the result.
         callback: a function of one `convexnn.progress.Progress` (iteration, objective, gap, step size, λ,
@@ -359,6 +379,8 @@ def solve_gated(
     monitor = progress.monitor(verbose, callback, "gated")
     options = check_options(options, GatedOptions)
     penalty = prox.get_penalty(penalty)
+    if gates is not None:
+        return _solve_with_gates(X, y, masks, gates, lam, loss, penalty, tol, max_iters, init, polish, options, monitor)
     p = prepare(
         "solve_gated", X, y, masks, loss, lam=lam, tol=tol, max_iters=max_iters, default_max_iters=10_000, init=init
     )
@@ -371,6 +393,34 @@ def solve_gated(
         # The patterns travel with the solution (the same buffer, no copy outside jit), so that
         # `cone_decompose(solution, X)` knows them.
         sol = eqx.tree_at(lambda s: s.stats, sol, {**sol.stats, "masks": p.masks})
+    progress.flush(monitor, sol)
+    if p.squeeze:
+        sol = eqx.tree_at(lambda s: s.weights, sol, sol.weights[..., 0])
+    return sol
+
+
+def _solve_with_gates(X, y, masks, gates, lam, loss, penalty, tol, max_iters, init, polish, options, monitor):
+    """`solve_gated(X, y, lam=..., gates=G)` for patches: checked here, solved by `gated_from_gates`."""
+    if masks is not None:
+        raise ValueError("give masks or gates, not both (gates= recomputes the masks in row blocks)")
+    if isinstance(X, RowSharded) or np.ndim(X) != 3:
+        raise ValueError(
+            "gates= is for patches X (n, K, h) on one device (the masks are recomputed in row blocks); "
+            f"pass masks otherwise; got X of shape {np.shape(X)}"
+        )
+    if isinstance(init, Solution):
+        init = init.weights
+    one_pattern = np.zeros(np.shape(X)[:2] + (1,), bool)  # n·K bytes: prepare checks X, y and the numbers
+    p = prepare("solve_gated", X, y, one_pattern, loss, lam=lam, tol=tol, max_iters=max_iters, default_max_iters=10_000)
+    _, h, c = p.shape
+    G = np.asarray(gates) if not isinstance(gates, jax.Array) else gates
+    if G.ndim != 2 or G.shape[0] != h or G.shape[1] == 0 or not np.issubdtype(G.dtype, np.floating):
+        raise ValueError(f"gates must be a floating (h, P) array with h = {h}; got {G.dtype} of shape {G.shape}")
+    G = jnp.asarray(G, p.X.dtype)
+    P = G.shape[1]
+    W0 = jnp.zeros((P, h, c), p.X.dtype) if init is None else _validate.check_init(init, P, h, c, p.squeeze, p.X.dtype)
+    static = GatedStatic(loss, bool(polish), options, monitor, p.rescale_x, penalty)
+    sol = _solve_from_gates_jit(p.X, p.Y, G, p.lam, W0, p.tol, p.max_iters, static)
     progress.flush(monitor, sol)
     if p.squeeze:
         sol = eqx.tree_at(lambda s: s.weights, sol, sol.weights[..., 0])
