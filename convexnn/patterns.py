@@ -60,7 +60,15 @@ def activation_masks(X: ArrayLike, gates: ArrayLike) -> Bool[Array, "n *k p"]:
         raise ValueError(f"X must be a 2-D (n, d) array or patches (n, K, h); got shape {X.shape}")
     if gates.ndim != 2 or gates.shape[0] != X.shape[-1]:
         raise ValueError(f"gates must be (d, P) with d = {X.shape[-1]}; got shape {gates.shape}")
-    return jnp.matmul(X, gates, precision=jax.lax.Precision.HIGHEST) >= 0
+
+    def patterns(x):
+        return jnp.matmul(x, gates, precision=jax.lax.Precision.HIGHEST) >= 0
+
+    if X.ndim == 2:
+        return patterns(X)
+    # Patches: images a few at a time, so the float product X G (n, K, P) never exists whole (only its bools).
+    images = max(1, (16 << 20) // max(1, X.shape[1] * gates.shape[1] * X.dtype.itemsize))
+    return jax.lax.map(patterns, X, batch_size=min(images, X.shape[0]))
 
 
 def deduplicate_masks(masks: ArrayLike, *, drop_empty: bool = False) -> tuple[Bool[Array, "n q"], Int[Array, " q"]]:
