@@ -53,7 +53,9 @@ def patch_grid(image_shape: Any, size: Any, stride: Any = 1, padding: str = "val
     return (H - size[0]) // stride[0] + 1, (W - size[1]) // stride[1] + 1
 
 
-def image_patches(images: ArrayLike, size: Any, stride: Any = 1, padding: str = "valid") -> Float[Array, "n k h"]:
+def image_patches(
+    images: ArrayLike, size: Any, stride: Any = 1, padding: str = "valid", *, bias: bool = False
+) -> Float[Array, "n k h"]:
     """The patches of every image: x_k ∈ R^h, h = s₁·s₂·C, for the K positions of an s₁×s₂ window.
 
     "valid" keeps windows inside the image, K = ((H − s₁) // t₁ + 1)·((W − s₂) // t₂ + 1) for strides t;
@@ -65,6 +67,7 @@ def image_patches(images: ArrayLike, size: Any, stride: Any = 1, padding: str = 
         size: the window, an integer or (s₁, s₂).
         stride: the step between windows, an integer or (t₁, t₂).
         padding: "valid" or "same".
+        bias: append a constant 1 to every patch (h = s₁·s₂·C + 1), so that filters and gates have a bias.
 
     Returns:
         patches (n, K, h), positions in row-major order, each patch flattened in (row, column, channel) order.
@@ -86,4 +89,5 @@ def image_patches(images: ArrayLike, size: Any, stride: Any = 1, padding: str = 
     n, Ho, Wo, _ = out.shape
     out = out.reshape(n, Ho, Wo, C, size[0], size[1])
     out = jnp.moveaxis(out, 3, -1)  # (n, H', W', s₁, s₂, C)
-    return out.reshape(n, Ho * Wo, size[0] * size[1] * C)
+    out = out.reshape(n, Ho * Wo, size[0] * size[1] * C)
+    return jnp.concatenate([out, jnp.ones((n, Ho * Wo, 1), out.dtype)], axis=2) if bias else out

@@ -95,16 +95,19 @@ class Network(eqx.Module):
         out = jnp.matmul(self.hidden(X), self.w2, precision=jax.lax.Precision.HIGHEST)
         return out[..., 0] if self.squeeze else out
 
-    def on_images(self, images: ArrayLike, size, stride=1, padding: str = "valid") -> Float[Array, "..."]:
-        """The convolutional network on images (n, H, W) or (n, H, W, C): self(image_patches(images, ...)).
+    def on_images(
+        self, images: ArrayLike, size, stride=1, padding: str = "valid", *, bias: bool = False, scale: float = 1.0
+    ) -> Float[Array, "..."]:
+        """The convolutional network on images (n, H, W) or (n, H, W, C): self(scale · image_patches(images, ...)).
 
         Args:
-            images: as in `image_patches`; size, stride, padding: the patches the network was trained on.
+            images: as in `image_patches`; size, stride, padding, bias: the patches the network was trained on.
+            scale: what the patches were multiplied by for training (1/K for average pooling).
         """
         from .images import image_patches
 
         images = jnp.asarray(images)
-        return self(image_patches(images.astype(self.W1.dtype), size, stride, padding))
+        return self(scale * image_patches(images.astype(self.W1.dtype), size, stride, padding, bias=bias))
 
     @property
     def width(self) -> int:

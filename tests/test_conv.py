@@ -29,10 +29,9 @@ class Images:
 
     def __init__(self, name, images, y, loss, size, stride, P, seed=0, dtype=jnp.float64):
         self.name, self.images, self.y, self.loss, self.size, self.stride = name, images, y, loss, size, stride
-        patches = np.asarray(cn.image_patches(jnp.asarray(images, jnp.float64), size, stride))
-        K = patches.shape[1]
+        patches = cn.image_patches(jnp.asarray(images, jnp.float64), size, stride, bias=True)
         # A bias in every patch, and average pooling (the program on X / K).
-        self.X = jnp.asarray(np.concatenate([patches, np.ones(patches.shape[:2] + (1,))], axis=2) / K, dtype)
+        self.X = jnp.asarray(patches / patches.shape[1], dtype)
         self.gates = cn.sample_gates(jax.random.key(seed), self.X.shape[-1], P, dtype)
         self.masks = cn.activation_masks(self.X, self.gates)
 
@@ -109,6 +108,9 @@ def test_image_patches_match_an_explicit_loop(shape, size, stride, padding):
     got = np.asarray(cn.image_patches(jnp.asarray(images), size, stride, padding))
     np.testing.assert_array_equal(got, _loop_patches(images, size, stride, padding))
     assert got.shape[1] == np.prod(cn.patch_grid(shape[1:], size, stride, padding))
+    with_bias = np.asarray(cn.image_patches(jnp.asarray(images), size, stride, padding, bias=True))
+    np.testing.assert_array_equal(with_bias[..., :-1], got)
+    np.testing.assert_array_equal(with_bias[..., -1], 1.0)
 
 
 @pytest.mark.parametrize(
@@ -231,6 +233,8 @@ def test_recovered_cnn_attains_the_convex_optimum(solved):
     pruned = net.prune()
     assert pruned.width <= net.width
     np.testing.assert_allclose(pruned(p.X), net(p.X), rtol=1e-10, atol=1e-12)
+    on_images = net.on_images(p.images, p.size, p.stride, bias=True, scale=1 / p.X.shape[1])
+    np.testing.assert_allclose(on_images, net(p.X), rtol=1e-10, atol=1e-12)
 
 
 def test_network_on_images_is_the_network_on_their_patches():
