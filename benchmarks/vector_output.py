@@ -48,7 +48,6 @@ import dataclasses
 import math
 import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -885,25 +884,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def revision() -> str:
-    """The repository's commit and whether convexnn/ differs from it (the code the numbers measure)."""
-    root = Path(__file__).resolve().parents[1]
-    try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "convexnn"], cwd=root, capture_output=True, text=True)
-    except OSError:
-        return "unknown (no git)"
-    if head.returncode != 0:
-        return "unknown (not a git checkout)"
-    return f"commit {head.stdout.strip()}, convexnn/ " + ("modified" if dirty.stdout.strip() else "as committed")
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     threads = args.blas_threads or None
     with blas_limits(threads):
         description, load0 = machine.start(threads, PACKAGES)
-        description["convexnn source"] = revision()
+        description["convexnn source"] = machine.revision()
         t0 = time.perf_counter()
         results = [bench_dataset(name, args) for name in args.datasets]
         wall = time.perf_counter() - t0

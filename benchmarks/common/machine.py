@@ -7,6 +7,7 @@ import datetime
 import importlib.metadata
 import os
 import platform
+import subprocess
 from pathlib import Path
 
 import jax
@@ -134,3 +135,16 @@ def start(blas_threads: int | None = None, packages: tuple[str, ...] = PACKAGES)
     if load0 > 0.25 * (os.cpu_count() or 1):
         log(f"WARNING: load average {load0:.2f} at start: the machine is not quiet; timings will be noisy")
     return machine, load0
+
+
+def revision() -> str:
+    """The repository's commit and whether convexnn/ differs from it (the code the numbers measure)."""
+    root = Path(__file__).resolve().parents[2]
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "convexnn"], cwd=root, capture_output=True, text=True)
+    except OSError:
+        return "unknown (no git)"
+    if head.returncode != 0:
+        return "unknown (not a git checkout)"
+    return f"commit {head.stdout.strip()}, convexnn/ " + ("modified" if dirty.stdout.strip() else "as committed")
