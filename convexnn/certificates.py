@@ -100,14 +100,21 @@ def relu_violation(R: Float[Array, "n *k c q"], XW: Float[Array, "n *k c q"], ro
 
 
 def relu_duality_gap(problem, lam: Scalar, W: Array, z: Array, R: Array, grad: Array, gamma: Array) -> Scalar:
-    """objective(U, V) − optimum ≤ gap, from θ = ∇L(z') and cone multipliers Γ ≥ 0 of any point.
+    """The duality gap of the exact program with each cone constraint relaxed by W's own violation there.
 
-    Dual: max_{θ, Γ ≥ 0} −L*(θ) s.t. ‖(Kᵀ(θ, −Γ))_g‖ ≤ λ for every block g. With H = Kᵀ(θ, −Γ) and
-    s = min(1, λ / max_g ‖H_g‖), (sθ, sΓ) is dual feasible and
+    With E = (−R)₊ (zero where W meets its constraint), W is feasible for the relaxation R ≥ −E, whose dual is
+    max_{θ, Γ ≥ 0} −L*(θ) − ⟨Γ, E⟩ s.t. ‖(Kᵀ(θ, −Γ))_g‖ ≤ λ for every block g. With H = Kᵀ(θ, −Γ) and
+    s = min(1, λ / max_g ‖H_g‖), (sθ, sΓ) is dual feasible for θ = ∇L(z') and any Γ ≥ 0, and
 
-        gap = [L(z) + L*(sθ) − ⟨sθ, z⟩] + Σ_g [λ‖W_g‖ + s⟨H_g, W_g⟩] + s⟨Γ, R⟩,
+        gap = [L(z) + L*(sθ) − ⟨sθ, z⟩] + Σ_g [λ‖W_g‖ + s⟨H_g, W_g⟩] + s⟨Γ, R₊⟩,
 
-    each term ≥ 0 when the point is feasible (R ≥ 0); the last is complementary slackness.
+    a sum of non-negative terms (the last is complementary slackness, R + E = R₊). Hence gap ≥ 0 and
+
+        objective(W) − p* ≤ objective(W) − p*_E ≤ gap,
+
+    p*_E ≤ p* the optimum of the relaxation, a program W is feasible for and within W's own violation of the
+    exact one (every constraint relaxed by at most ε = max E, the absolute violation). For a feasible W, E = 0
+    and this is the exact program's gap; no point below p* is ever certified with a negative gap.
 
     Args:
         problem: the `Problem` (its `pullback` and loss); W: stacked weights [U; V]; (z, R) = split(X W).
@@ -115,7 +122,7 @@ def relu_duality_gap(problem, lam: Scalar, W: Array, z: Array, R: Array, grad: A
     H = problem.pullback(grad, -gamma)
     s = dual_scale(H, lam, problem.penalty)
     fy = problem.fenchel_young_gap(z, s * grad)
-    return fy + penalty_gap(lam, W, H, s, problem.penalty) + s * problem.row_sum(gamma * R)
+    return fy + penalty_gap(lam, W, H, s, problem.penalty) + s * problem.row_sum(gamma * jnp.maximum(R, 0))
 
 
 class ReluRule(NamedTuple):

@@ -35,8 +35,11 @@ class Solution(eqx.Module):
         weights: (P, d) for y of shape (n,), (P, d, c) for y of shape (n, c); a pair (U, V) of those for
             exact ReLU.
         objective: L(Σ_i D_i X w_i, y) + λ Ω(W) at `weights` (Ω the `penalty`).
-        gap: a duality gap: objective − optimum ≤ gap, certified by a dual feasible point.
-        violation: cone-constraint violation (exact ReLU); 0 for gated ReLU.
+        gap: a duality gap, ≥ 0: objective − optimum ≤ gap, certified by a dual feasible point. For exact
+            ReLU it is the gap of the program whose cone constraints are relaxed by the point's own violations
+            (a program the point is feasible for, whose optimum is ≤ the exact optimum): see `solve_relu`.
+        violation: the relative cone-constraint violation max_j (−(2D_i − I) X u_i)_j₊ / max |X W| (exact
+            ReLU); 0 for gated ReLU.
         iterations: work done, in iterations that each cost one product with X and one with Xᵀ:
             proximal-gradient steps plus Newton–CG steps.
         status: a `Status` code as an integer array (it jits, vmaps and shards).

@@ -84,10 +84,23 @@ def random_operands(seed: int, n: int, d: int, p: int, c: int | None = None, dty
     return X, masks, W, R
 
 
-def relu_optimum(p: Problem, lam: float) -> float:
-    """p* of the exact ReLU program of `p` at λ: cvxpy + Clarabel in float64 on the targets as the solvers see them."""
+def relu_optimum(p: Problem, lam: float, relax=None) -> float:
+    """p* of the exact ReLU program of `p` at λ: cvxpy + Clarabel in float64 on the targets as the solvers see them
+    (with relax = (E_U, E_V): p*_E, each cone constraint relaxed by its entry of E; `cone_violations`)."""
     from convexnn import losses
 
     from .reference import clarabel_relu
 
-    return clarabel_relu(p.X, losses.get_loss(p.loss).prepare_targets(np.asarray(p.y)), p.masks, lam, p.loss)
+    Y = losses.get_loss(p.loss).prepare_targets(np.asarray(p.y))
+    return clarabel_relu(p.X, Y, p.masks, lam, p.loss, relax=relax)
+
+
+def cone_violations(X, masks, weights) -> tuple[np.ndarray, np.ndarray]:
+    """E = (−(2D_i − I) X u_ik)₊ for each row j, block i and output k of an exact ReLU solution's U and V, (n, P, c)."""
+    S = 2.0 * np.asarray(masks, np.float64) - 1.0
+    out = []
+    for W in weights:
+        W = np.asarray(W, np.float64)
+        W = W[..., None] if W.ndim == 2 else W
+        out.append(np.maximum(-S[:, :, None] * np.einsum("nd,pdc->npc", np.asarray(X, np.float64), W), 0))
+    return out[0], out[1]

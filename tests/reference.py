@@ -37,8 +37,13 @@ def clarabel_gated(X, Y, masks, lam, loss: str = "squared") -> tuple[float, np.n
     return float(problem.value), np.stack([W.value for W in Ws], axis=-1)
 
 
-def clarabel_relu(X, Y, masks, lam, loss: str = "squared") -> float:
-    """Solve the exact ReLU program (cone-constrained group lasso) with Clarabel; Y is (n, c)."""
+def clarabel_relu(X, Y, masks, lam, loss: str = "squared", relax=None) -> float:
+    """Solve the exact ReLU program (cone-constrained group lasso) with Clarabel; Y is (n, c).
+
+    relax: None, or (E_U, E_V), each (n, P, c) ≥ 0: the constraint of row j, block i and output k relaxed to
+    ((2D_i − I) X u_ik)_j ≥ −E[j, i, k] (the program whose optimum p*_E a slightly infeasible point's gap
+    bounds, with E its own violations; `certificates.relu_duality_gap`).
+    """
     X = np.asarray(X, dtype=np.float64)
     Y = np.asarray(Y, dtype=np.float64)
     m = np.asarray(masks, dtype=np.float64)
@@ -61,7 +66,10 @@ def clarabel_relu(X, Y, masks, lam, loss: str = "squared") -> float:
     penalty = lam * sum(
         cp.sum(cp.norm(U, 2, axis=1)) + cp.sum(cp.norm(V, 2, axis=1)) for U, V in zip(Us, Vs, strict=True)
     )
-    cones = [cp.multiply(S, X @ W.T) >= 0 for W in Us + Vs]
+    if relax is None:
+        relax = (np.zeros((n, P, c)), np.zeros((n, P, c)))
+    E = [relax[0][:, :, k] for k in range(c)] + [relax[1][:, :, k] for k in range(c)]
+    cones = [cp.multiply(S, X @ W.T) >= -e for W, e in zip(Us + Vs, E, strict=True)]
     problem = cp.Problem(cp.Minimize(fit + penalty), cones)
     problem.solve(solver=cp.CLARABEL, tol_gap_abs=1e-12, tol_gap_rel=1e-12, tol_feas=1e-12, max_iter=400)
     if problem.status not in ("optimal", "optimal_inaccurate"):

@@ -153,7 +153,9 @@ def test_gated_nuclear_matches_clarabel(name, fraction):
 def test_relu_relaxation_matches_clarabel_and_brackets_the_network(name):
     p = problem(name)
     lam = 0.1 * float(cn.lam_max(p.X, p.y, p.masks, p.loss, penalty="nuclear"))
-    sol = cn.solve_relu(p.X, p.y, p.masks, lam, loss=p.loss, penalty="nuclear", tol=1e-8)
+    # tol 1e-7: at 1e-8 the nuclear AL stalls on teacher-3 with gap 4.5e-7 (≈ 1e-7 × |objective|), most of it
+    # the price of its remaining violation, ⟨Γ, (−R)₊⟩, which its gap includes (`relu_duality_gap`).
+    sol = cn.solve_relu(p.X, p.y, p.masks, lam, loss=p.loss, penalty="nuclear", tol=1e-7)
     p_star = clarabel_nuclear(p.X, targets(p), p.masks, lam, p.loss, model="relu")
     assert int(sol.status) == cn.Status.CONVERGED
     assert float(sol.violation) <= 1e-6

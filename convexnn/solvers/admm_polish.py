@@ -57,7 +57,7 @@ class ProjectedPrediction(CompositeSmooth):
     def newton_preconditioner_pays(self, W, kernel_cg_steps):
         return True  # d×d blocks: cheap next to the CG iterations they save
 
-    def newton_preconditioner(self, img, a):
+    def newton_preconditioner(self, img, a, unit=None):
         """Block Jacobi in range Π: per group B_g = Π_g (Xᵀ D_q diag(h_k) D_q X + I/a_g) Π_g + (I − Π_g)."""
         p = self.problem
         X = p.X

@@ -6,17 +6,26 @@ For multipliers Γ ≥ 0 of the cone constraints R = s ⊙ X W ≥ 0 and a penal
     Γ ← ρ (Γ/ρ − R(W))₊                                              (first-order multiplier update)
     ρ ← min(10 ρ, ρ_max)  if the violation did not fall fourfold        (as in scnn and LANCELOT)
 
-and the subproblem tolerance tightens tenfold per step down to tol/10. It stops when the violation is
-≤ `constraint_tol` (relative to max |X W|) and the exact program's duality gap, built from ∇L and Γ
-(`certificates.relu_duality_gap`), is ≤ tol · max(1, |objective|), or when neither the gap nor the objective nor the
-violation improves any more (STALLED: float32's rounding, multiplied by ρ, is a floor). ρ_max keeps that
-rounding below λ's scale; a fixed ρ still converges (the multiplier updates do the work), only slower.
+and the subproblem tolerance tightens tenfold per step down to tol/10. ρ grows only while the violation is
+above `constraint_tol`, or while its price in the gap, ⟨Γ, (−R)₊⟩, is above tol/2 and half the gap. It
+stops when the violation is ≤ `constraint_tol` (relative to max |X W|) and the duality gap, built from ∇L
+and Γ (`certificates.relu_duality_gap`: the gap of the program relaxed by the point's own violations, ≥ 0),
+is ≤ tol · max(1, |objective|), or when neither the gap nor the objective nor the violation improves any
+more (STALLED: float32's rounding, multiplied by ρ, is a floor). ρ_max keeps that rounding below λ's scale; a
+fixed ρ still converges (the multiplier updates do the work), only slower.
+
+The polish's Newton systems are preconditioned by the subproblem's Hessian with the norm's curvature along
+each group damped (`AugmentedLagrangianObjective.newton_preconditioner`). On float64 rows of one device (n ≤
+1024) it takes the loss's coupling across blocks in sample space (Woodbury), so CG needs a few steps whatever
+ρ and λ, and is rebuilt at every Newton step (the hinge's active rows change from step to step); elsewhere it
+is block Jacobi.
 """
 
 from __future__ import annotations
 
 from typing import NamedTuple
 
+import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, Int, Scalar
 
@@ -41,6 +50,7 @@ class _Point(NamedTuple):
     objective: Scalar
     gap: Scalar
     violation: Scalar
+    price: Scalar  # ⟨Γ, (−R)₊⟩ ≥ the violation's share of the gap (`relu_duality_gap`)
 
 
 class ALState(NamedTuple):
@@ -80,8 +90,13 @@ def _measure(problem: Problem, lam: Scalar, W: Array, gamma: Array) -> _Point:
     z, R = problem.split(XW)
     objective = problem.loss_value(z) + lam * problem.penalty.value(W)
     grad = problem.loss_grad(z)
+    price = problem.row_sum(gamma * jnp.maximum(-R, 0))
     return _Point(
-        W, objective, relu_duality_gap(problem, lam, W, z, R, grad, gamma), relu_violation(R, XW, problem.rows)
+        W,
+        objective,
+        relu_duality_gap(problem, lam, W, z, R, grad, gamma),
+        relu_violation(R, XW, problem.rows),
+        price,
     )
 
 
@@ -96,7 +111,7 @@ def _initial(problem: Problem, lam, W0, rule: ReluRule, opts: ALOptions) -> ALSt
     rho_max = _rho_max(problem, opts, dtype)
     inf = jnp.asarray(jnp.inf, dtype)
     start = _measure(problem, lam, W0, gamma0)
-    best0 = select(rule.feasible(start.violation), start, _Point(W0, inf, inf, inf))
+    best0 = select(rule.feasible(start.violation), start, _Point(W0, inf, inf, inf, inf))
     return ALState(
         point=start,
         best=best0,
@@ -119,15 +134,19 @@ def _outer_step(problem, lam, s: ALState, rule: ReluRule, max_iters, polish: boo
     dtype = s.W.dtype
     eps = jnp.finfo(dtype).eps
     obj = AugmentedLagrangianObjective(problem=problem, gamma=s.gamma, rho=s.rho)
-    inner = solve_composite(
-        obj, lam, s.W, s.inner_tol, max_iters - s.iterations, polish=polish, options=opts.subproblem
-    )
+    sub = opts.subproblem
+    if obj.couples_samples():  # its sample-space preconditioner follows the hinge's active rows (ALOptions)
+        sub = eqx.tree_at(lambda o: o.polish.newton.rebuild_preconditioner, sub, True)
+    inner = solve_composite(obj, lam, s.W, s.inner_tol, max_iters - s.iterations, polish=polish, options=sub)
     W = inner.W
     _, R = problem.split(problem.products(W))
     gamma = s.rho * jnp.maximum(s.gamma / s.rho - R, 0)
     point = _measure(problem, lam, W, gamma)
     finite = _finite(point)
-    slow = (point.violation > opts.shrink * s.violation) & (point.violation > rule.constraint_tol)
+    # ρ grows while the violation does not fall fast enough, both above constraint_tol and, below it, while the
+    # violation's price in the gap (⟨Γ, (−R)₊⟩) is most of a gap above tol (else ρ would only amplify rounding).
+    priced = (point.price > 0.5 * rule.tol * jnp.maximum(1, jnp.abs(point.objective))) & (point.price > 0.5 * point.gap)
+    slow = (point.violation > opts.shrink * s.violation) & ((point.violation > rule.constraint_tol) | priced)
     candidate = finite & rule.feasible(point.violation)
     best = select(candidate & (point.gap < s.best.gap), point, s.best)
     low_objective = jnp.where(candidate, jnp.minimum(s.low_objective, point.objective), s.low_objective)

@@ -87,7 +87,9 @@ def restricted_newton_system(
         reg = jnp.moveaxis(scale_t * (v_t - unit_t * jnp.sum(unit_t * v_t, axis=-1, keepdims=True)), 2, 1)
         return jnp.where(mask, curv + reg, v)
 
-    precondition = obj.newton_preconditioner(img, _preconditioner_weights(lam, norms, active)) if use_kernel else None
+    precondition = None
+    if use_kernel:
+        precondition = obj.newton_preconditioner(img, _preconditioner_weights(lam, norms, active), unit)
     return g, hess, precondition, grad, Ktg
 
 
@@ -213,7 +215,9 @@ def newton_polish(
     img0 = obj.apply(W)
     precondition0 = None
     if use_kernel and not opts.rebuild_preconditioner:
-        precondition0 = obj.newton_preconditioner(img0, _preconditioner_weights(lam, prox.group_norms(W), active))
+        norms0 = prox.group_norms(W)
+        unit0 = W / jnp.where(norms0 > 0, norms0, 1)[:, None, :]
+        precondition0 = obj.newton_preconditioner(img0, _preconditioner_weights(lam, norms0, active), unit0)
 
     def step(c: _NewtonCarry) -> _NewtonCarry:
         g, gnorm, grad_norm0, direction, slope, k, certified = _newton_direction(

@@ -186,9 +186,15 @@ def solve_relu(
             once at the end; `Progress.violation` is the cone violation and `Progress.step` the penalty ρ.
 
     Returns:
-        a `Solution` with weights (U, V), each (P, d) for 1-D y or (P, d, c); `violation` the relative
-        cone violation; `gap` a bound on objective − optimum from a dual feasible point of the exact
-        program (valid for any point; meaningful as a certificate once the violation is small).
+        a `Solution` with weights (U, V), each (P, d) for 1-D y or (P, d, c), and its certificate:
+
+        - `violation` = ε / max |X W|, ε = max over blocks and rows of (−(2D_i − I) X u_i)₊: the point meets
+          every cone constraint up to ε (0 for a feasible point).
+        - `gap` ≥ 0 is the duality gap of the program whose constraints are relaxed by the point's own
+          violations E = (−(2D_i − I) X u_i)₊ ≤ ε (`certificates.relu_duality_gap`): the point is feasible for
+          that program, its optimum p*_E is ≤ the exact optimum p*, and objective − p* ≤ objective − p*_E ≤
+          gap. A point below p* thus never shows a negative gap: the price of its violation, ⟨Γ, E⟩, is in
+          the gap. CONVERGED means violation ≤ constraint_tol and gap ≤ tol · max(u, |objective|).
     """
     loss = _losses.get_loss(loss)
     monitor = progress.monitor(verbose, callback, f"relu-{method}")
