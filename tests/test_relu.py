@@ -143,3 +143,23 @@ def test_float32_al_stalls_with_its_best_point_instead_of_running_on():
     assert float(sol.violation) <= 1e-6
     assert abs(float(sol.objective) - p_star) <= 1e-5 * p_star
     assert float(sol.objective) - p_star <= float(sol.gap)
+
+
+@pytest.mark.parametrize("method", ["al", "admm"])
+def test_gap_of_an_infeasible_point_bounds_its_relaxed_program(method):
+    """Stopped early, a solver hands back a point that violates its cones, here (AL) one whose objective lies below
+    p* (0.130504 against 0.130863). Its gap must still be ≥ 0 and bound objective − p*_E, E the point's own
+    violations (Clarabel on the relaxed program), and p*_E ≤ p*. constraint_tol=1 lets the AL return its last
+    point rather than its best point within constraint_tol (the zero start)."""
+    name, lam = "teacher", 1e-3
+    p = problem(name)
+    sol = cn.solve_relu(p.X, p.y, p.masks, lam, loss=p.loss, method=method, max_iters=300, constraint_tol=1.0)
+    assert int(sol.status) != cn.Status.CONVERGED
+    assert float(sol.violation) > 1e-5
+    E = helpers.cone_violations(p.X, p.masks, sol.weights)
+    p_relaxed = helpers.relu_optimum(p, lam, relax=E)
+    objective, gap = float(sol.objective), float(sol.gap)
+    margin = 1e-9 * max(1.0, abs(p_relaxed))
+    assert gap >= 0
+    assert objective - p_relaxed <= gap + margin
+    assert p_relaxed <= reference(name, lam) + margin
