@@ -215,7 +215,8 @@ def test_al_block_jacobi_preconditioner_inverts_each_block(loss_name, c):
 
         ρ Σ_j 1[Γ/ρ − R > 0]_{jkq} x_j x_jᵀ + Σ_j m_jq h_jk x_j x_jᵀ + (1/a_qk) I
 
-    (h the loss's Hessian diagonal), and the identity on groups with a = 0; checked against numpy solves.
+    (h the loss's Hessian diagonal), and the identity on groups with a = 0; checked against numpy solves. It is
+    the preconditioner where the sample-space one does not apply (woodbury_max_rows=0 here).
     """
     from convexnn import losses
     from convexnn.problem import Problem
@@ -229,7 +230,9 @@ def test_al_block_jacobi_preconditioner_inverts_each_block(loss_name, c):
     y = (rng.random((n, c)) < 0.5).astype(np.float64) if loss_name == "logistic" else rng.normal(size=(n, c))
     data = Problem(X=jnp.asarray(X), masks=jnp.asarray(masks), y=jnp.asarray(y), loss=loss, N=n * c)
     gamma, rho = np.maximum(rng.normal(size=(n, c, 2 * P)), 0), 0.7
-    obj = AugmentedLagrangianObjective(problem=data, gamma=jnp.asarray(gamma), rho=jnp.asarray(rho))
+    obj = AugmentedLagrangianObjective(
+        problem=data, gamma=jnp.asarray(gamma), rho=jnp.asarray(rho), woodbury_max_rows=0
+    )
     a = rng.uniform(0.5, 2.0, size=(2 * P, c))
     a[1, 0] = 0.0  # an inactive group: the identity
     img = obj.apply(jnp.asarray(W))
@@ -249,3 +252,56 @@ def test_al_block_jacobi_preconditioner_inverts_each_block(loss_name, c):
             B = (X * weight[:, None]).T @ X + np.eye(d) / a[q, k]
             expected[q, :, k] = np.linalg.solve(B, v[q, :, k])
     np.testing.assert_allclose(out, expected, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("loss_name,c", [("squared", 1), ("logistic", 1), ("squared", 3)])
+def test_al_sample_space_preconditioner_inverts_its_matrix(loss_name, c):
+    """On float64 rows (n ≤ woodbury_max_rows) the AL polish's preconditioner applies P⁻¹ on the groups with a > 0,
+
+        P = M + Fᵀ diag(h) F,   M_qk = ρ Σ_j 1[Γ/ρ − R > 0]_{jkq} x_j x_jᵀ + (I − (1 − δ) ŵŵᵀ)/a_qk,
+
+    F v = Σ_q ±D_q X v_q (U adds, V subtracts) and h the loss's Hessian diagonal, by Woodbury: checked against a
+    dense numpy solve of P, and the identity on groups with a = 0.
+    """
+    from convexnn import losses
+    from convexnn.problem import Problem
+    from convexnn.solvers.objectives import AugmentedLagrangianObjective
+
+    n, d, P = 13, 4, 3
+    rng = np.random.default_rng(17 + c)
+    X, W = rng.normal(size=(n, d)), rng.normal(size=(2 * P, d, c))
+    masks = rng.random((n, P)) < 0.5
+    loss = losses.get_loss(loss_name)
+    y = (rng.random((n, c)) < 0.5).astype(np.float64) if loss_name == "logistic" else rng.normal(size=(n, c))
+    data = Problem(X=jnp.asarray(X), masks=jnp.asarray(masks), y=jnp.asarray(y), loss=loss, N=n * c)
+    gamma, rho = np.maximum(rng.normal(size=(n, c, 2 * P)), 0), 0.7
+    obj = AugmentedLagrangianObjective(problem=data, gamma=jnp.asarray(gamma), rho=jnp.asarray(rho))
+    assert obj.couples_samples()
+    a = rng.uniform(0.5, 2.0, size=(2 * P, c))
+    a[1, 0] = 0.0  # an inactive group: the identity
+    unit = rng.normal(size=(2 * P, d, c))
+    unit /= np.linalg.norm(unit, axis=1, keepdims=True)
+    img = obj.apply(jnp.asarray(W))
+    v = rng.normal(size=(2 * P, d, c))
+    out = np.asarray(obj.newton_preconditioner(img, jnp.asarray(a), jnp.asarray(unit))(jnp.asarray(v)))
+
+    z, R = (np.asarray(t) for t in img)
+    h = np.asarray(loss.hessian_diagonal(jnp.asarray(z), jnp.asarray(y), n * c))
+    sign = np.concatenate([np.ones(P), -np.ones(P)])
+    m2 = np.concatenate([masks, masks], axis=1).astype(np.float64) * sign
+    on = [(q, k) for q in range(2 * P) for k in range(c) if a[q, k] > 0]
+    size = len(on) * d
+    M = np.zeros((size, size))
+    F = np.zeros((n * c, size))  # rows (j, k)
+    for g, (q, k) in enumerate(on):
+        block = slice(g * d, (g + 1) * d)
+        hinge = rho * (gamma[:, k, q] / rho - R[:, k, q] > 0)
+        w = unit[q, :, k]
+        M[block, block] = (X * hinge[:, None]).T @ X + (np.eye(d) - (1 - obj.norm_floor) * np.outer(w, w)) / a[q, k]
+        F[k::c, block] = m2[:, q, None] * X
+    dense = M + F.T @ (h.reshape(-1)[:, None] * F)
+    solved = np.linalg.solve(dense, np.concatenate([v[q, :, k] for q, k in on]))
+    expected = v.copy()
+    for g, (q, k) in enumerate(on):
+        expected[q, :, k] = solved[g * d : (g + 1) * d]
+    np.testing.assert_allclose(out, expected, rtol=1e-9, atol=1e-11)
