@@ -21,7 +21,7 @@ from jaxtyping import Array, Bool, Float, Int, Scalar
 
 from . import operators
 
-__all__ = ["pcg", "nystrom", "block_jacobi"]
+__all__ = ["pcg", "nystrom", "block_jacobi", "block_jacobi_factor", "block_jacobi_apply"]
 
 
 def _vdot(a: Array, b: Array) -> Scalar:
@@ -98,15 +98,23 @@ def block_jacobi(
     B⁻¹ = L⁻ᵀ L⁻¹ is applied as two batched matrix products: CG applies it ~100 times per factorization,
     and XLA's CPU batched triangular solves (one small solve per block) cost more than a K and Kᵀ.
     """
+    Linv = block_jacobi_factor(B, on)
+    return lambda v: block_jacobi_apply(Linv, on, v)
+
+
+def block_jacobi_factor(B: Float[Array, "q c d d"], on: Bool[Array, "q c"]) -> Float[Array, "q c d d"]:
+    """L_g⁻¹ for B_g = L_g L_gᵀ on the blocks with `on`, the identity elsewhere."""
     eye = jnp.eye(B.shape[-1], dtype=B.dtype)[None, None]
     B = jnp.where(on[:, :, None, None], B, eye)
     L = jnp.linalg.cholesky(B)
-    Linv = jax.scipy.linalg.solve_triangular(L, jnp.broadcast_to(eye, B.shape), lower=True)
+    return jax.scipy.linalg.solve_triangular(L, jnp.broadcast_to(eye, B.shape), lower=True)
 
-    def apply(v):
-        vt = jnp.moveaxis(v, 1, 2)  # (q, c, d)
-        t = jnp.einsum("qcij,qcj->qci", Linv, vt, precision=operators.PRECISION)  # L⁻¹ v
-        out = jnp.einsum("qcij,qci->qcj", Linv, t, precision=operators.PRECISION)  # L⁻ᵀ L⁻¹ v
-        return jnp.where(on[:, None, :], jnp.moveaxis(out, 2, 1), v)
 
-    return apply
+def block_jacobi_apply(
+    Linv: Float[Array, "q c d d"], on: Bool[Array, "q c"], v: Float[Array, "q d c"]
+) -> Float[Array, "q d c"]:
+    """L⁻ᵀ L⁻¹ v_g on the blocks with `on` (from `block_jacobi_factor`), v_g itself elsewhere."""
+    vt = jnp.moveaxis(v, 1, 2)  # (q, c, d)
+    t = jnp.einsum("qcij,qcj->qci", Linv, vt, precision=operators.PRECISION)  # L⁻¹ v
+    out = jnp.einsum("qcij,qci->qcj", Linv, t, precision=operators.PRECISION)  # L⁻ᵀ L⁻¹ v
+    return jnp.where(on[:, None, :], jnp.moveaxis(out, 2, 1), v)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -209,6 +211,42 @@ def test_relu_maps_match_dense_loops_and_their_adjoint(c):
     np.testing.assert_allclose(back, np.asarray(transposed), rtol=1e-12, atol=1e-12)
 
 
+class _ALCase(NamedTuple):
+    X: np.ndarray
+    masks: np.ndarray
+    gamma: np.ndarray
+    rho: float
+    obj: object
+    a: np.ndarray  # the preconditioner's weights ‖W_g‖/λ, 0 on an inactive group
+    v: np.ndarray
+    R: np.ndarray
+    h: np.ndarray  # the loss's Hessian diagonal at z
+
+
+def _al_preconditioner_case(loss_name: str, c: int, seed: int, **options) -> tuple[_ALCase, tuple]:
+    """An AL subproblem on 13 random rows (d = 4, P = 3), its image at random W, weights a and a vector v."""
+    from convexnn import losses
+    from convexnn.problem import Problem
+    from convexnn.solvers.objectives import AugmentedLagrangianObjective
+
+    n, d, P = 13, 4, 3
+    rng = np.random.default_rng(seed)
+    X, W = rng.normal(size=(n, d)), rng.normal(size=(2 * P, d, c))
+    masks = rng.random((n, P)) < 0.5
+    loss = losses.get_loss(loss_name)
+    y = (rng.random((n, c)) < 0.5).astype(np.float64) if loss_name == "logistic" else rng.normal(size=(n, c))
+    data = Problem(X=jnp.asarray(X), masks=jnp.asarray(masks), y=jnp.asarray(y), loss=loss, N=n * c)
+    gamma, rho = np.maximum(rng.normal(size=(n, c, 2 * P)), 0), 0.7
+    obj = AugmentedLagrangianObjective(problem=data, gamma=jnp.asarray(gamma), rho=jnp.asarray(rho), **options)
+    a = rng.uniform(0.5, 2.0, size=(2 * P, c))
+    a[1, 0] = 0.0  # an inactive group: the identity
+    v = rng.normal(size=(2 * P, d, c))
+    img = obj.apply(jnp.asarray(W))
+    z, R = (np.asarray(t) for t in img)
+    h = np.asarray(loss.hessian_diagonal(jnp.asarray(z), jnp.asarray(y), n * c))
+    return _ALCase(X, masks, gamma, rho, obj, a, v, R, h), img
+
+
 @pytest.mark.parametrize("loss_name,c", [("squared", 1), ("logistic", 1), ("squared", 3)])
 def test_al_block_jacobi_preconditioner_inverts_each_block(loss_name, c):
     """The AL polish's preconditioner applies, per group (block q, output k) with a > 0, the inverse of
@@ -218,30 +256,12 @@ def test_al_block_jacobi_preconditioner_inverts_each_block(loss_name, c):
     (h the loss's Hessian diagonal), and the identity on groups with a = 0; checked against numpy solves. It is
     the preconditioner where the sample-space one does not apply (woodbury_max_rows=0 here).
     """
-    from convexnn import losses
-    from convexnn.problem import Problem
-    from convexnn.solvers.objectives import AugmentedLagrangianObjective
+    t, img = _al_preconditioner_case(loss_name, c, 7 + c, woodbury_max_rows=0)
+    X, a, v, R, h, gamma, rho = t.X, t.a, t.v, t.R, t.h, t.gamma, t.rho
+    d, P = X.shape[1], t.masks.shape[1]
+    out = np.asarray(t.obj.newton_preconditioner(img, jnp.asarray(a))(jnp.asarray(v)))
 
-    n, d, P = 13, 4, 3
-    rng = np.random.default_rng(7 + c)
-    X, W = rng.normal(size=(n, d)), rng.normal(size=(2 * P, d, c))
-    masks = rng.random((n, P)) < 0.5
-    loss = losses.get_loss(loss_name)
-    y = (rng.random((n, c)) < 0.5).astype(np.float64) if loss_name == "logistic" else rng.normal(size=(n, c))
-    data = Problem(X=jnp.asarray(X), masks=jnp.asarray(masks), y=jnp.asarray(y), loss=loss, N=n * c)
-    gamma, rho = np.maximum(rng.normal(size=(n, c, 2 * P)), 0), 0.7
-    obj = AugmentedLagrangianObjective(
-        problem=data, gamma=jnp.asarray(gamma), rho=jnp.asarray(rho), woodbury_max_rows=0
-    )
-    a = rng.uniform(0.5, 2.0, size=(2 * P, c))
-    a[1, 0] = 0.0  # an inactive group: the identity
-    img = obj.apply(jnp.asarray(W))
-    v = rng.normal(size=(2 * P, d, c))
-    out = np.asarray(obj.newton_preconditioner(img, jnp.asarray(a))(jnp.asarray(v)))
-
-    z, R = (np.asarray(t) for t in img)
-    h = np.asarray(loss.hessian_diagonal(jnp.asarray(z), jnp.asarray(y), n * c))
-    m2 = np.concatenate([masks, masks], axis=1).astype(np.float64)
+    m2 = np.concatenate([t.masks, t.masks], axis=1).astype(np.float64)
     expected = np.empty_like(v)
     for q in range(2 * P):
         for k in range(c):
@@ -263,32 +283,16 @@ def test_al_sample_space_preconditioner_inverts_its_matrix(loss_name, c):
     F v = Σ_q ±D_q X v_q (U adds, V subtracts) and h the loss's Hessian diagonal, by Woodbury: checked against a
     dense numpy solve of P, and the identity on groups with a = 0.
     """
-    from convexnn import losses
-    from convexnn.problem import Problem
-    from convexnn.solvers.objectives import AugmentedLagrangianObjective
-
-    n, d, P = 13, 4, 3
-    rng = np.random.default_rng(17 + c)
-    X, W = rng.normal(size=(n, d)), rng.normal(size=(2 * P, d, c))
-    masks = rng.random((n, P)) < 0.5
-    loss = losses.get_loss(loss_name)
-    y = (rng.random((n, c)) < 0.5).astype(np.float64) if loss_name == "logistic" else rng.normal(size=(n, c))
-    data = Problem(X=jnp.asarray(X), masks=jnp.asarray(masks), y=jnp.asarray(y), loss=loss, N=n * c)
-    gamma, rho = np.maximum(rng.normal(size=(n, c, 2 * P)), 0), 0.7
-    obj = AugmentedLagrangianObjective(problem=data, gamma=jnp.asarray(gamma), rho=jnp.asarray(rho))
-    assert obj.couples_samples()
-    a = rng.uniform(0.5, 2.0, size=(2 * P, c))
-    a[1, 0] = 0.0  # an inactive group: the identity
-    unit = rng.normal(size=(2 * P, d, c))
+    t, img = _al_preconditioner_case(loss_name, c, 17 + c)
+    X, a, v, R, h, gamma, rho = t.X, t.a, t.v, t.R, t.h, t.gamma, t.rho
+    (n, d), P = X.shape, t.masks.shape[1]
+    assert t.obj.couples_samples()
+    unit = np.random.default_rng(27 + c).normal(size=(2 * P, d, c))
     unit /= np.linalg.norm(unit, axis=1, keepdims=True)
-    img = obj.apply(jnp.asarray(W))
-    v = rng.normal(size=(2 * P, d, c))
-    out = np.asarray(obj.newton_preconditioner(img, jnp.asarray(a), jnp.asarray(unit))(jnp.asarray(v)))
+    out = np.asarray(t.obj.newton_preconditioner(img, jnp.asarray(a), jnp.asarray(unit))(jnp.asarray(v)))
 
-    z, R = (np.asarray(t) for t in img)
-    h = np.asarray(loss.hessian_diagonal(jnp.asarray(z), jnp.asarray(y), n * c))
     sign = np.concatenate([np.ones(P), -np.ones(P)])
-    m2 = np.concatenate([masks, masks], axis=1).astype(np.float64) * sign
+    m2 = np.concatenate([t.masks, t.masks], axis=1).astype(np.float64) * sign
     on = [(q, k) for q in range(2 * P) for k in range(c) if a[q, k] > 0]
     size = len(on) * d
     M = np.zeros((size, size))
@@ -297,7 +301,7 @@ def test_al_sample_space_preconditioner_inverts_its_matrix(loss_name, c):
         block = slice(g * d, (g + 1) * d)
         hinge = rho * (gamma[:, k, q] / rho - R[:, k, q] > 0)
         w = unit[q, :, k]
-        M[block, block] = (X * hinge[:, None]).T @ X + (np.eye(d) - (1 - obj.norm_floor) * np.outer(w, w)) / a[q, k]
+        M[block, block] = (X * hinge[:, None]).T @ X + (np.eye(d) - (1 - t.obj.norm_floor) * np.outer(w, w)) / a[q, k]
         F[k::c, block] = m2[:, q, None] * X
     dense = M + F.T @ (h.reshape(-1)[:, None] * F)
     solved = np.linalg.solve(dense, np.concatenate([v[q, :, k] for q, k in on]))

@@ -253,35 +253,24 @@ class AugmentedLagrangianObjective(CompositeSmooth):
     def _woodbury(self, z, M: Float[Array, "q c d d"], on):
         """v ↦ P⁻¹v = M⁻¹v − M⁻¹Fᵀ h^½ (I + h^½ T h^½)⁻¹ h^½ F M⁻¹v, T_k = Σ_q D_q X M_qk⁻¹ Xᵀ D_q (n×n per output).
 
-        Built in float64 when JAX has it (as the gated kernel): T = Σ_q Y_qk Y_qkᵀ with Y_qk = D_q X L_qk⁻ᵀ,
-        M_qk = L_qk L_qkᵀ, costs n² d · 2P per output; each application a K, a Kᵀ and two block solves.
+        T = Σ_q Y_qk Y_qkᵀ with Y_qk = D_q X L_qk⁻ᵀ, M_qk = L_qk L_qkᵀ, costs n² d · 2P per output; each application
+        a K, a Kᵀ and two block solves. Float64 only (`couples_samples`).
         """
         p = self.problem
-        dtype = p.X.dtype
-        work = jnp.float64 if jax.config.jax_enable_x64 else dtype
-        X = p.X.astype(work)
-        eye = jnp.eye(X.shape[-1], dtype=work)[None, None]
-        M = jnp.where(on[:, :, None, None], M.astype(work), eye)
-        L = jnp.linalg.cholesky(M)
-        Linv = jax.scipy.linalg.solve_triangular(L, jnp.broadcast_to(eye, M.shape), lower=True)  # (q, c, d, d)
-        m = p.masks.astype(work)
+        X = p.X
+        Linv = linalg.block_jacobi_factor(M, on)  # (q, c, d, d): L⁻¹, the identity off the groups that are on
+        m = p.masks.astype(X.dtype)
         m2 = jnp.concatenate([m, m], axis=-1)  # (n, q)
-        onw = on.astype(work)
-        Y = jnp.einsum("nd,qced,nq,qc->qcne", X, Linv, m2, onw, precision=operators.PRECISION)  # D_q X L⁻ᵀ
+        Y = jnp.einsum("nd,qced,nq,qc->qcne", X, Linv, m2, on.astype(X.dtype), precision=operators.PRECISION)
         T = jnp.einsum("qcne,qcme->cnm", Y, Y, precision=operators.PRECISION)
-        f = jnp.sqrt(p.hessian_diagonal(z)).T.astype(work)  # (c, n)
-        n = X.shape[0]
-        K = jnp.linalg.cholesky(jnp.eye(n, dtype=work)[None] + f[:, :, None] * T * f[:, None, :])
+        f = jnp.sqrt(p.hessian_diagonal(z)).T  # (c, n)
+        K = jnp.linalg.cholesky(jnp.eye(X.shape[0], dtype=X.dtype)[None] + f[:, :, None] * T * f[:, None, :])
         cho = jax.vmap(lambda Kk, tk: jax.scipy.linalg.cho_solve((Kk, True), tk))
         mask = on[:, None, :]
+        signed = jnp.concatenate([m, -m], axis=-1)  # ±D_q: U adds, V subtracts
 
         def solve_blocks(v):  # M⁻¹ v on the groups that are on, 0 elsewhere; v (q, d, c)
-            vt = jnp.moveaxis(v, 1, 2)
-            t = jnp.einsum("qcij,qcj->qci", Linv, vt, precision=operators.PRECISION)
-            out = jnp.einsum("qcij,qci->qcj", Linv, t, precision=operators.PRECISION)
-            return jnp.where(mask, jnp.moveaxis(out, 2, 1), 0)
-
-        signed = m2 * jnp.concatenate([jnp.ones_like(m[:1]), -jnp.ones_like(m[:1])], axis=-1)  # U adds, V subtracts
+            return jnp.where(mask, linalg.block_jacobi_apply(Linv, on, v), 0)
 
         def forward(u):  # F u = Σ_q ±D_q X u_q, (n, c)
             XU = jnp.einsum("nd,qdc->ncq", X, u, precision=operators.PRECISION)
@@ -291,10 +280,10 @@ class AugmentedLagrangianObjective(CompositeSmooth):
             return jnp.einsum("nq,nc,nd->qdc", signed, g, X, precision=operators.PRECISION)
 
         def apply(v):
-            u = solve_blocks(v.astype(work))
+            u = solve_blocks(v)
             back = f * cho(K, f * forward(u).T)  # (c, n)
             out = u - solve_blocks(adjoint(back.T))
-            return jnp.where(mask, out, v.astype(work)).astype(dtype)
+            return jnp.where(mask, out, v)
 
         return apply
 
