@@ -368,6 +368,8 @@ class ConvexReLUBase(BaseEstimator):
             hint = f"Try a larger max_iter (now {self.max_iter}), a larger tol, or dtype='float64'."
         elif self.status_ == "stalled":
             hint = f"Rounding in {self.dtype} stopped the progress: try dtype='float64', a larger tol or a larger lam."
+        elif self.status_ == "slow":
+            hint = "ADMM stopped early: at its measured rate tol lay far past max_iter. Try method='al' or larger tol."
         else:
             hint = "The iterates diverged (the last finite one is kept): try dtype='float64' or a larger lam."
         return head + hint

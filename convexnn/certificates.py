@@ -138,6 +138,12 @@ class ReluRule(NamedTuple):
     def met(self, objective: Scalar, gap: Scalar, violation: Scalar) -> Array:
         return self.feasible(violation) & (gap <= self.tol * jnp.maximum(1, jnp.abs(objective)))
 
+    def distance(self, objective: Scalar, gap: Scalar, violation: Scalar) -> Array:
+        """max(gap / (tol · max(1, |objective|)), violation / constraint_tol): ≤ 1 where the rule is met."""
+        tiny = jnp.finfo(jnp.result_type(gap)).tiny  # tol = 0 or constraint_tol = 0: large, not inf
+        relative_gap = gap / jnp.maximum(self.tol * jnp.maximum(1, jnp.abs(objective)), tiny)
+        return jnp.maximum(relative_gap, violation / jnp.maximum(self.constraint_tol, tiny))
+
 
 def objective_unit(y: ArrayLike, loss: str | _losses.Loss = "squared") -> Scalar:
     """u in every solver's stopping rule gap ≤ tol · max(u, |objective|): the unit of the objective's values.

@@ -188,6 +188,10 @@ class ADMMOptions(eqx.Module):
             each one that fails waits max(polish_every, polish_backoff × steps so far) more, and may spend
             `polish_budget` iterations.
         seed: the Nyström sketch's random seed.
+        slow_window, slow_margin: stop early, status SLOW, when the stopping rule's distance d =
+            max(gap / (tol · max(1, |objective|)), violation / constraint_tol) (met at d ≤ 1; its lowest value so
+            far) fell over the last `slow_window` iterations at a geometric rate that needs more than `slow_margin`
+            times the iterations left to reach 1 (ADMM's linear tail can need 10⁵ steps); 0 turns it off.
     """
 
     rho: float | None = None
@@ -203,6 +207,8 @@ class ADMMOptions(eqx.Module):
     polish_backoff: float = 0.25
     polish_budget: int = 400
     seed: int = 0
+    slow_window: int = 5000
+    slow_margin: float = 5.0
 
     def __check_init__(self):
         for name in ("rho", "rho_s"):
@@ -217,6 +223,8 @@ class ADMMOptions(eqx.Module):
         _check("polish_backoff", self.polish_backoff, low=0)
         _check("polish_budget", self.polish_budget, low=0, integer=True)
         _check("seed", self.seed, integer=True)
+        _check("slow_window", self.slow_window, low=0, integer=True)
+        _check("slow_margin", self.slow_margin, low=0)
         for name in ("precondition", "split_loss"):
             value = getattr(self, name)
             if not (isinstance(value, bool) or (name == "split_loss" and value is None)):

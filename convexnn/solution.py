@@ -20,6 +20,7 @@ class Status(enum.IntEnum):
     MAX_ITERS = 1  # the iteration budget ran out first; the gap says how far off the objective may be
     NONFINITE = 2  # an iterate became non-finite (divergence); the last finite iterate is returned
     STALLED = 3  # objective and gap stopped improving at the dtype's precision before the gap met tol
+    SLOW = 4  # still improving, but at its measured rate the budget would run out long before tol: stopped early
 
 
 # Internal: a loop that has not stopped yet. Never leaves a solver.
@@ -91,6 +92,28 @@ class Solution(eqx.Module):
     def converged(self) -> Any:
         """True where the duality gap met the tolerance."""
         return self.status == Status.CONVERGED
+
+    @property
+    def message(self) -> str:
+        """Why the solver stopped, in a sentence, with its figures (a single λ; a path's `[k]` for one of them)."""
+        status = np.asarray(self.status)
+        if status.ndim:
+            raise ValueError("message describes one solve; for a path take path[k].message")
+        code, gap, iterations = Status(int(status)), float(self.gap), int(self.iterations)
+        done = f"after {iterations} iterations, gap {gap:.3g}, violation {float(self.violation):.3g}"
+        if code == Status.CONVERGED:
+            return f"converged: the certificate met the tolerances {done}"
+        if code == Status.MAX_ITERS:
+            return f"max_iters: the iteration budget ran out {done}; the gap bounds the distance to the optimum"
+        if code == Status.NONFINITE:
+            return f"nonfinite: an iterate became non-finite {done} (the last finite one is returned)"
+        if code == Status.STALLED:
+            return f"stalled: objective and gap stopped improving at the dtype's precision {done}"
+        projected = float(np.asarray(self.stats.get("projected_iterations", np.nan)))
+        return (
+            f"slow: stopped early {done}; at the rate measured over its last window the tolerances need about "
+            f"{projected:.3g} more iterations, well past the budget (more max_iters, or method='al')"
+        )
 
     def __repr__(self) -> str:
         leaves = [self.objective, self.gap, self.iterations, self.status]

@@ -25,6 +25,8 @@ from . import helpers
         (lambda: cn.ADMMOptions(relaxation=2.0), "relaxation"),
         (lambda: cn.ADMMOptions(rho=-1.0), "rho"),
         (lambda: cn.ADMMOptions(cg_max_steps=-1), "cg_max_steps"),
+        (lambda: cn.ADMMOptions(slow_window=-1), "slow_window"),
+        (lambda: cn.ADMMOptions(slow_margin=-1.0), "slow_margin"),
     ],
 )
 def test_a_bad_value_is_refused_when_built(build, field):

@@ -163,3 +163,26 @@ def test_gap_of_an_infeasible_point_bounds_its_relaxed_program(method):
     assert gap >= 0
     assert objective - p_relaxed <= gap + margin
     assert p_relaxed <= reference(name, lam) + margin
+
+
+def test_admm_stops_early_when_its_rate_cannot_meet_tol_and_says_why():
+    """Diabetes at λ = 1e-2 is one where ADMM's linear tail needs far more than 20 000 iterations. It must stop SLOW
+    once a window's rate projects past `slow_margin` times the budget left, at the same iterate that ADMM without
+    the early stop reaches in that many iterations (the check changes when it stops, never where it goes), and
+    its message must give the projection."""
+    p = problem("diabetes")
+    budget = 20_000
+    sol = cn.solve_relu(p.X, p.y, p.masks, 1e-2, method="admm", max_iters=budget)
+    assert int(sol.status) == cn.Status.SLOW, sol.message
+    opts = cn.ADMMOptions()
+    iterations, projected = int(sol.iterations), float(sol.stats["projected_iterations"])
+    assert opts.slow_window <= iterations < budget
+    assert projected > opts.slow_margin * (budget - iterations)
+    assert sol.message.startswith("slow: stopped early") and f"{projected:.3g}" in sol.message
+    unchecked = cn.solve_relu(
+        p.X, p.y, p.masks, 1e-2, method="admm", max_iters=iterations, options=cn.ADMMOptions(slow_window=0)
+    )
+    assert int(unchecked.status) == cn.Status.MAX_ITERS and int(unchecked.iterations) == iterations
+    np.testing.assert_array_equal(np.asarray(unchecked.weights[0]), np.asarray(sol.weights[0]))
+    assert float(unchecked.objective) == float(sol.objective) and float(unchecked.gap) == float(sol.gap)
+    assert unchecked.message.startswith(f"max_iters: the iteration budget ran out after {iterations} iterations")

@@ -74,3 +74,18 @@ def test_a_state_from_another_solver_is_refused(prob):
 def test_paths_and_sharded_solves_carry_no_state(prob):
     path = cn.solve_path(prob.X, prob.y, prob.masks, np.asarray([1e-2, 1e-3]), max_iters=50)
     assert path.state is None and path[0].state is None
+
+
+def test_message_says_why_a_solve_stopped(prob):
+    """One sentence per status with the solve's own figures; a path's message is per λ."""
+    done = cn.solve_gated(prob.X, prob.y, prob.masks, 1e-2)
+    assert done.message == (
+        f"converged: the certificate met the tolerances after {int(done.iterations)} iterations, "
+        f"gap {float(done.gap):.3g}, violation {float(done.violation):.3g}"
+    )
+    short = cn.solve_gated(prob.X, prob.y, prob.masks, 1e-3, max_iters=3, polish=False)
+    assert short.message.startswith("max_iters: the iteration budget ran out after 3 iterations")
+    path = cn.solve_path(prob.X, prob.y, prob.masks, np.array([1e-2, 1e-3]))
+    with pytest.raises(ValueError, match="path"):
+        _ = path.message
+    assert path[1].message.startswith("converged")

@@ -23,7 +23,9 @@ certificate is the exact program's duality gap at v with cone multipliers Γ = (
 ADMM's tail is linear with a rate near one (65 000 steps to 1e-6 at λ = 1e-3 on 200 rows), but it finds
 the non-zero blocks and the tight cone constraints long before. So every so often (with `polish=True`)
 `admm_polish` solves the equality-constrained problem that guess implies by Newton–CG and certifies its
-answer with the exact program's gap; a certified polish ends the solve.
+answer with the exact program's gap; a certified polish ends the solve. When neither comes within the budget,
+the solve says so early: every `slow_window` iterations it measures the geometric rate at which the stopping
+rule's distance falls, and stops SLOW when that rate needs more than `slow_margin` times the iterations left.
 
 On row-sharded data u, v, a and the d×d eigendecomposition are replicated and s, b (and z, e) are sharded
 with the rows: each CG step adds one (2P, d, c) block over the shards, the residuals and the certificate add
@@ -84,6 +86,10 @@ class ADMMState(NamedTuple):
     polishes: Int[Array, ""]  # active-set polishes tried
     next_polish: Int[Array, ""]  # the ADMM step at which the next polish is tried
     status: Int[Array, ""]
+    distance: Scalar  # the stopping rule's lowest distance so far (`ReluRule.distance`)
+    mark_distance: Scalar  # its value at the start of the current rate window
+    mark_iterations: Int[Array, ""]  # the iterations at that start
+    projected: Scalar  # the iterations still needed at the last window's rate (inf: no window yet)
 
     @property
     def W(self) -> Array:
@@ -155,11 +161,12 @@ def _maps(problem: Problem, W0: Array, opts: ADMMOptions) -> _Maps:
 
 
 class _Certify(NamedTuple):
-    """The exact program's certificate at v with cone multipliers Γ = (−ρ_s b)₊, and the stopping rule."""
+    """The exact program's certificate at v with cone multipliers Γ = (−ρ_s b)₊, and the stopping rules."""
 
     problem: Problem
     lam: Scalar
     rule: ReluRule
+    max_iters: Int[Array, ""]
 
     def measure(self, v, b, rho_s):
         p = self.problem
@@ -172,6 +179,28 @@ class _Certify(NamedTuple):
 
     def certified(self, objective, gap, violation):
         return self.rule.met(objective, gap, violation)
+
+    def pace(self, st: ADMMState, opts: ADMMOptions) -> ADMMState:
+        """At the end of each `slow_window` iterations: the geometric rate r at which the lowest distance d fell
+        over it, the iterations log(d)/r it still needs at that rate, and SLOW when those exceed `slow_margin`
+        times the budget left."""
+        if opts.slow_window == 0:
+            return st
+        distance = jnp.minimum(st.distance, self.rule.distance(st.objective, st.gap, st.violation))
+        spent = st.iterations - st.mark_iterations
+        due = spent >= opts.slow_window
+        rate = jnp.log(st.mark_distance / distance) / jnp.maximum(spent, 1).astype(distance.dtype)
+        measurable = jnp.isfinite(rate) & jnp.isfinite(distance)
+        needs = jnp.where(rate > 0, jnp.log(jnp.maximum(distance, 1)) / jnp.where(rate > 0, rate, 1), jnp.inf)
+        left = (self.max_iters - st.iterations).astype(distance.dtype)
+        slow = due & measurable & (needs > opts.slow_margin * left) & (st.status == RUNNING)
+        return st._replace(
+            distance=distance,
+            mark_distance=jnp.where(due, distance, st.mark_distance),
+            mark_iterations=jnp.where(due, st.iterations, st.mark_iterations),
+            projected=jnp.where(due & measurable, needs, st.projected),
+            status=jnp.where(slow, Status.SLOW, st.status).astype(jnp.int32),
+        )
 
 
 def _initial(maps: _Maps, cert: _Certify, W0: Array, opts: ADMMOptions) -> ADMMState:
@@ -207,7 +236,9 @@ def _initial(maps: _Maps, cert: _Certify, W0: Array, opts: ADMMOptions) -> ADMMS
     counts = (jnp.zeros((), jnp.int32),) * 4  # iterations, ADMM steps, CG iterations, polishes
     status = jnp.where(cert.certified(objective, gap, violation), Status.CONVERGED, RUNNING).astype(jnp.int32)
     next_polish = jnp.asarray(opts.polish_every, jnp.int32)
-    return ADMMState(point0, W0, W0, *rhos, objective, gap, violation, *counts, next_polish, status)
+    distance = cert.rule.distance(objective, gap, violation)
+    pace = (distance, distance, jnp.zeros((), jnp.int32), jnp.asarray(jnp.inf, dtype))
+    return ADMMState(point0, W0, W0, *rhos, objective, gap, violation, *counts, next_polish, status, *pace)
 
 
 def _balance(primal, dual, opts: ADMMOptions, dtype):
@@ -262,7 +293,7 @@ def _step(maps: _Maps, cert: _Certify, st: ADMMState, opts: ADMMOptions) -> ADMM
     objective, gap, violation = cert.measure(fx.v, fx.b, st.rho_s)
     done = cert.certified(objective, gap, violation)
     point = fx._replace(a=fx.a / f_v, b=fx.b / f_s, e=None if fx.e is None else fx.e / f_z)
-    return st._replace(
+    st = st._replace(
         point=point,
         u=u,
         v_out=fx.v,
@@ -277,6 +308,7 @@ def _step(maps: _Maps, cert: _Certify, st: ADMMState, opts: ADMMOptions) -> ADMM
         cg_iterations=st.cg_iterations + cg_steps,
         status=jnp.where(done, Status.CONVERGED, RUNNING).astype(jnp.int32),
     )
+    return cert.pace(st, opts)
 
 
 def _polish_step(maps: _Maps, cert: _Certify, st: ADMMState, max_iters, opts: ADMMOptions) -> ADMMState:
@@ -332,11 +364,15 @@ def solve_relu_admm(
     polish runs between phases of ADMM steps: under vmap (λ paths) a polish inside the step would run at
     every step (a batched cond runs both branches).
 
+    Stops CONVERGED when the certificate meets `rule`; SLOW when, over a window of `opts.slow_window`
+    iterations, the rule's distance fell at a rate that would need more than `opts.slow_margin` times the
+    iterations left (`_Certify.pace`; the projection is `projected`).
+
     With a `monitor` (static), reports after ADMM steps (every `monitor.every` iterations) and at the end,
     in the user's units when the problem was rescaled by `units`.
     """
     maps = _maps(problem, W0, opts)
-    cert = _Certify(problem, lam, rule)
+    cert = _Certify(problem, lam, rule, max_iters)
     if state is None:
         state = _initial(maps, cert, W0, opts)
     else:

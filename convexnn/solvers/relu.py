@@ -85,6 +85,7 @@ def relu_program(problem: Problem, lam, W0, tol, constraint_tol, max_iters, stat
             "rho": units.weight_penalty_out(s.rho),  # on ‖u − v‖²: weights carry units (ρ_s, ρ_z have none)
             "rho_s": s.rho_s,
             "rho_z": s.rho_z,
+            "projected_iterations": s.projected,  # still needed at the last slow_window's rate (SLOW's reason)
         }
     W, objective, gap = units.weights_out(s.W), units.objective_out(s.objective), units.objective_out(s.gap)
     return Solution(
