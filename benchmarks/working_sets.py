@@ -182,6 +182,7 @@ def parse_args(argv=None):
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--slow-s", type=float, default=20.0, help="solves slower than this run once")
     p.add_argument("--path-ratio", type=float, default=1e-2, help="the path's smallest λ over λ_max")
+    p.add_argument("--large-patterns", type=lambda t: [int(x) for x in t.split(",")], default=[512, 2048, 8192])
     p.add_argument("--composed", action="store_true", help="also time `composed_working_set` at each λ")
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)
@@ -197,7 +198,7 @@ def main(argv=None) -> int:
     if args.part in ("table", "all"):
         sections += run_size(5000, 50, [512, 4096], [0.3, 0.1], False, args)
     if args.part in ("large", "all"):
-        sections += run_size(20000, 100, [512, 2048, 8192], [0.1], True, args)
+        sections += run_size(20000, 100, args.large_patterns, [0.1], True, args)
     head = report_head("Cost against P: gated solves", "working_sets.py", args.argv, machine.now(), desc, (load0,))
     emit("\n".join([*head, f"Code: {machine.revision()}.", "", *sections]), args.out)
     return 0
