@@ -123,10 +123,10 @@ def composed_working_set(X, y, masks, lam, tol, capacity: int = 64):
 
 
 def measure_composed(X, y, masks, lam, tol, args) -> dict:
-    run = blocking(lambda: composed_working_set(X, y, masks, lam, tol)[0])
+    run = blocking(lambda: composed_working_set(X, y, masks, lam, tol))
     run()  # compiles every capacity it reaches
-    times, _ = repeat_runs(run, args.repeats, 1, args.slow_s)
-    check, steps, capacity = composed_working_set(X, y, masks, lam, tol)
+    times, outs = repeat_runs(run, args.repeats, 1, args.slow_s)
+    check, steps, capacity = outs[-1]
     return dict(
         time=statistics.median(times),
         times=times,
