@@ -33,6 +33,7 @@ from .options import GatedOptions as GatedOptions
 from .options import NewtonOptions as NewtonOptions
 from .options import PolishOptions as PolishOptions
 from .options import StallOptions as StallOptions
+from .options import WorkingSetOptions as WorkingSetOptions
 from .path import lam_grid as lam_grid
 from .path import plot_path as plot_path
 from .path import solve_path as solve_path

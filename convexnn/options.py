@@ -17,6 +17,7 @@ __all__ = [
     "NewtonOptions",
     "PolishOptions",
     "StallOptions",
+    "WorkingSetOptions",
     "GatedOptions",
     "ALOptions",
     "ADMMOptions",
@@ -120,17 +121,43 @@ def _check_kind(name: str, value, kind: type) -> None:
         raise ValueError(f"{name} must be a {kind.__name__}; got {type(value).__name__}")
 
 
+class WorkingSetOptions(eqx.Module):
+    """Working-set solves (`convexnn.solvers.working_set`): used when there are at least `min_patterns` patterns.
+
+    Attributes:
+        min_patterns: the fewest patterns P at which `solve_gated` solves on working sets (below, on all P).
+        capacity, growth: the static set sizes capacity · growth^k below P, then P; a stage hands over to the
+            next when the non-zero patterns fill more than half of its set.
+        inner_tol: the inner solves' tolerance, this fraction of `tol` (the outer certificate is the full gap).
+    """
+
+    min_patterns: int = 1024
+    capacity: int = 128
+    growth: int = 4
+    inner_tol: float = 0.25
+
+    def __check_init__(self):
+        _check("min_patterns", self.min_patterns, low=1, integer=True)
+        _check("capacity", self.capacity, low=1, integer=True)
+        _check("growth", self.growth, low=2, integer=True)
+        _check("inner_tol", self.inner_tol, low=0, high=1, low_open=True)
+
+
 class GatedOptions(eqx.Module):
-    """`solve_gated`'s settings: R-FISTA's line search, when and how to polish, when to call it stalled."""
+    """`solve_gated`'s settings: R-FISTA's line search, when and how to polish, when to call it stalled, and
+    when to solve on working sets (None: never)."""
 
     fista: FistaOptions = FistaOptions()
     polish: PolishOptions = PolishOptions()
     stall: StallOptions = StallOptions()
+    working_set: WorkingSetOptions | None = WorkingSetOptions()
 
     def __check_init__(self):
         _check_kind("fista", self.fista, FistaOptions)
         _check_kind("polish", self.polish, PolishOptions)
         _check_kind("stall", self.stall, StallOptions)
+        if self.working_set is not None:
+            _check_kind("working_set", self.working_set, WorkingSetOptions)
 
 
 class ALOptions(eqx.Module):

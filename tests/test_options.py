@@ -27,6 +27,11 @@ from . import helpers
         (lambda: cn.ADMMOptions(cg_max_steps=-1), "cg_max_steps"),
         (lambda: cn.ADMMOptions(slow_window=-1), "slow_window"),
         (lambda: cn.ADMMOptions(slow_margin=-1.0), "slow_margin"),
+        (lambda: cn.WorkingSetOptions(min_patterns=0), "min_patterns"),
+        (lambda: cn.WorkingSetOptions(capacity=0), "capacity"),
+        (lambda: cn.WorkingSetOptions(growth=1), "growth"),
+        (lambda: cn.WorkingSetOptions(inner_tol=0.0), "inner_tol"),
+        (lambda: cn.WorkingSetOptions(inner_tol=2.0), "inner_tol"),
     ],
 )
 def test_a_bad_value_is_refused_when_built(build, field):
@@ -40,6 +45,8 @@ def test_a_bad_value_is_refused_when_built(build, field):
         (lambda: cn.FistaOptions(max_backtracks=2.5), "max_backtracks"),
         (lambda: cn.NewtonOptions(rebuild_preconditioner="yes"), "rebuild_preconditioner"),
         (lambda: cn.GatedOptions(fista=cn.NewtonOptions()), "fista"),
+        (lambda: cn.GatedOptions(working_set=cn.StallOptions()), "working_set"),
+        (lambda: cn.WorkingSetOptions(growth=2.5), "growth"),
         (lambda: cn.ALOptions(subproblem=cn.PolishOptions()), "subproblem"),
         (lambda: cn.ADMMOptions(split_loss="auto"), "split_loss"),
     ],

@@ -29,6 +29,7 @@ from ..options import GatedOptions, PolishOptions, StallOptions, check_options
 from ..problem import Problem, on_shards, prepare
 from ..sharding import RowSharded
 from ..solution import RUNNING, Solution, Status
+from . import working_set
 from ._loop import iterate, running, select
 from ._nondiff import not_differentiable
 from .fista import FistaState, evaluate, fista_step, init_state, is_finite, rounding_scale, status_of
@@ -213,18 +214,23 @@ def gated_program(problem: Problem, lam, W0, tol, max_iters, static: GatedStatic
     (`Problem.with_pooled`): the gated maps then cost K times less."""
     problem, units = problem.in_units()
     problem = problem.with_pooled()
-    out = solve_composite(
-        GatedObjective(problem=problem),
-        units.lam_in(lam),
-        units.weights_in(W0),
-        tol,
-        max_iters,
-        polish=static.polish,
-        options=static.options,
-        monitor=static.monitor,
-        units=units,
-        state=state,
-    )
+    sets = static.options.working_set
+    stats = {}
+    if sets is not None and problem.num_patterns >= sets.min_patterns:
+        out, stats = _on_working_sets(problem, units, lam, W0, tol, max_iters, static, state)
+    else:
+        out = solve_composite(
+            GatedObjective(problem=problem),
+            units.lam_in(lam),
+            units.weights_in(W0),
+            tol,
+            max_iters,
+            polish=static.polish,
+            options=static.options,
+            monitor=static.monitor,
+            units=units,
+            state=state,
+        )
     W, objective, gap = units.weights_out(out.W), units.objective_out(out.objective), units.objective_out(out.gap)
     return Solution(
         weights=W,
@@ -236,7 +242,35 @@ def gated_program(problem: Problem, lam, W0, tol, max_iters, static: GatedStatic
         lam=lam,
         state=out,
         penalty=problem.penalty.name,
+        stats=stats,
     )
+
+
+def _on_working_sets(problem: Problem, units: Units, lam, W0, tol, max_iters, static: GatedStatic, state):
+    """`working_set.solve_working_set` in the solver's units, as a `GatedState` (no momentum: a solve resumed
+    from it starts R-FISTA afresh there) and its stats: outer steps and the last capacity."""
+    W0 = units.weights_in(W0) if state is None else state.W
+    out = working_set.solve_working_set(
+        problem,
+        units.lam_in(lam),
+        W0,
+        tol,
+        max_iters,
+        polish=static.polish,
+        options=static.options,
+        working_set=static.options.working_set,
+        monitor=static.monitor,
+        units=units,
+        solve_composite=solve_composite,
+    )
+    obj = GatedObjective(problem=problem)
+    fista = working_set.fista_state(obj, out)
+    carry = GatedState(
+        fista=fista, iterations=out.iterations, status=out.status, phase_start=out.iterations,
+        phase_len=jnp.asarray(static.options.polish.min_phase, jnp.int32), best_objective=out.objective,
+        best_gap=out.gap, window_start=out.iterations, window_objective=out.objective, window_gap=out.gap,
+    )  # fmt: skip
+    return carry, {"outer_steps": out.outer_steps, "capacity": out.capacity}
 
 
 def _problem(X, Y, masks, static: GatedStatic) -> Problem:

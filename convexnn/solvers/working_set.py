@@ -1,0 +1,183 @@
+"""Working-set solves of the gated program: a cost that follows the solution's groups, not P.
+
+    repeat:  S = the non-zero patterns ∪ those whose dual constraint ‖(Aᵀ∇L)_i‖_* ≤ λ is most violated, |S| = C
+             W_S ← argmin L(Σ_{i∈S} D_i X w_i) + λ Σ_{i∈S} Ω(w_i)      (`solve_composite`, warm, to tol·inner_tol)
+             G = Aᵀ∇L(A W)       one full adjoint: the whole program's certificate, and the next scores
+    until the whole program's gap ≤ tol · max(1, |objective|)
+
+The weights outside S are zero, so A W is the inner solve's own image and each outer step costs the data
+once over all P patterns; the inner solve's iterations cost C/P of a full one. The capacity C is static, from a
+ladder capacity · growth^k < P and then P itself: a stage runs its outer steps while the non-zero patterns fill at
+most half of C, then hands its point to the next; the last stage is the full solve, warm. The stages are traced
+once each, so neither a new λ nor a growing set recompiles, and the whole solve is one jitted program that
+vmaps (each lane its own set) and runs on row shards (the scores are computed from the psum'd adjoint, so every
+shard gathers the same patterns).
+
+Scores reuse the certificate's adjoint G, so a warm start along a path (the previous λ's solution) ranks the
+patterns by the sequential strong rule's score at its first step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import NamedTuple
+
+import jax.numpy as jnp
+from jax import lax
+from jaxtyping import Array, Bool, Int, Scalar
+
+from .. import progress
+from .._units import Units
+from ..options import GatedOptions, WorkingSetOptions
+from ..problem import Problem
+from ..solution import RUNNING, Status
+from .fista import FistaState
+from .objectives import GatedObjective
+
+__all__ = ["capacities", "solve_working_set", "OuterState"]
+
+
+def capacities(P: int, options: WorkingSetOptions) -> tuple[int, ...]:
+    """The static set sizes, smallest first: capacity · growth^k below P, then P (the full solve)."""
+    sizes, C = [], options.capacity
+    while C < P:
+        sizes.append(C)
+        C *= options.growth
+    return (*sizes, P)
+
+
+class OuterState(NamedTuple):
+    """The outer loop's carry: the full weights and, at them, the image, gradient and adjoint G = Aᵀ∇L."""
+
+    W: Array
+    img: Array
+    g: Array
+    G: Array
+    objective: Scalar
+    gap: Scalar
+    step: Scalar
+    iterations: Int[Array, ""]
+    status: Int[Array, ""]
+    outer_steps: Int[Array, ""]
+    capacity: Int[Array, ""]
+    stalled_inner: Bool[Array, ""]
+
+
+def _pattern_scores(obj: GatedObjective, G: Array, lam: Scalar) -> Array:
+    """max over a pattern's groups of ‖G_g‖_* / λ: above 1 its zero weights violate the optimality conditions."""
+    norms = obj.penalty.dual_norms(G).reshape(G.shape[0], -1)
+    return jnp.max(norms, axis=1) / jnp.where(lam > 0, lam, 1)
+
+
+def _pattern_support(obj: GatedObjective, W: Array) -> Array:
+    return jnp.any((obj.penalty.norms(W) > 0).reshape(W.shape[0], -1), axis=1)
+
+
+def restrict(problem: Problem, idx: Int[Array, " C"]) -> Problem:
+    """The problem on the patterns `idx` only (their masks, or their pooled patch sums, gathered in order)."""
+    masks = None if problem.masks is None else jnp.take(problem.masks, idx, axis=-1)
+    pooled = None if problem.pooled is None else jnp.take(problem.pooled, idx, axis=1)
+    return dataclasses.replace(problem, masks=masks, pooled=pooled)
+
+
+def _full_point(obj: GatedObjective, lam: Scalar, W: Array, img: Array):
+    """(g, G, gap) at W of the whole program, from its image: one full adjoint."""
+    g = obj.grad(img)
+    G = obj.transpose(g)
+    return g, G, obj.gap(lam, W, img, g, G)
+
+
+def solve_working_set(
+    problem: Problem,
+    lam: Scalar,
+    W0: Array,
+    tol: Scalar,
+    max_iters: Int[Array, ""],
+    *,
+    polish: bool,
+    options: GatedOptions,
+    working_set: WorkingSetOptions,
+    monitor: progress.Monitor | None = None,
+    units: Units | None = None,
+    solve_composite=None,
+):
+    """min_W L(A W) + λ Ω(W) by working sets (module docstring), from W0; returns the final `OuterState`.
+
+    `solve_composite` is `convexnn.solvers.gated.solve_composite` (passed in: that module imports this one).
+    `iterations` counts the inner solves' iterations (each C/P of a full one) plus one per outer step's full
+    adjoint; `max_iters` bounds that total.
+    """
+    obj = GatedObjective(problem=problem)
+    P = W0.shape[0]
+    img = obj.apply(W0)
+    g, G, gap = _full_point(obj, lam, W0, img)
+    objective = obj.value(img) + lam * obj.penalty.value(W0)
+    zero = jnp.zeros((), jnp.int32)
+    state = OuterState(
+        W=W0, img=img, g=g, G=G, objective=objective, gap=gap, step=jnp.ones((), W0.dtype), iterations=zero,
+        status=_converged(objective, gap, tol), outer_steps=zero, capacity=zero, stalled_inner=jnp.zeros((), bool),
+    )  # fmt: skip
+    report = progress.reporter(monitor, lam, units, _read, step_out="step_out")
+    inner_tol = tol * working_set.inner_tol
+
+    for C in capacities(P, working_set):
+        full = C == P
+
+        def fits(s: OuterState, C=C, full=full):
+            room = full | (jnp.sum(_pattern_support(obj, s.W)) * 2 <= C)
+            return (s.status == RUNNING) & (s.iterations < max_iters) & room
+
+        def outer(s: OuterState, C=C, full=full) -> OuterState:
+            if full:
+                idx, sub = jnp.arange(P), problem
+            else:
+                priority = jnp.where(_pattern_support(obj, s.W), jnp.inf, _pattern_scores(obj, s.G, lam))
+                idx = jnp.sort(lax.top_k(priority, C)[1])
+                sub = restrict(problem, idx)
+            inner = solve_composite(
+                GatedObjective(problem=sub), lam, s.W[idx], tol if full else inner_tol, max_iters - s.iterations,
+                polish=polish, options=options,
+            )  # fmt: skip
+            W = inner.W if full else jnp.zeros_like(s.W).at[idx].set(inner.W)
+            img = inner.fista.img
+            g, G, gap = _full_point(obj, lam, W, img)
+            objective = inner.objective
+            iterations = s.iterations + inner.iterations + 1
+            # A non-finite inner solve hands back its last finite iterate, and the outer loop stops there.
+            finite = inner.status != Status.NONFINITE
+            status = jnp.where(finite, _converged(objective, gap, tol), Status.NONFINITE)
+            # An inner solve that stalled at the dtype's precision, twice with no progress: the outer loop stops.
+            no_progress = (objective >= s.objective) & (gap >= s.gap)
+            stalled = (inner.status == Status.STALLED) & s.stalled_inner & no_progress
+            status = jnp.where((status == RUNNING) & stalled, Status.STALLED, status).astype(jnp.int32)
+            new = OuterState(
+                W=W, img=img, g=g, G=G, objective=objective, gap=gap, step=inner.fista.step, iterations=iterations,
+                status=status, outer_steps=s.outer_steps + 1, capacity=jnp.asarray(C, jnp.int32),
+                stalled_inner=inner.status == Status.STALLED,
+            )  # fmt: skip
+            if report is not None:
+                report(new, since=s.iterations, when=new.status == RUNNING)
+            return new
+
+        state = lax.while_loop(fits, outer, state)
+
+    state = state._replace(status=jnp.where(state.status == RUNNING, Status.MAX_ITERS, state.status).astype(jnp.int32))
+    if report is not None:
+        report(state, status=state.status)
+    return state
+
+
+def _converged(objective: Scalar, gap: Scalar, tol: Scalar) -> Int[Array, ""]:
+    met = gap <= tol * jnp.maximum(1, jnp.abs(objective))
+    ok = jnp.isfinite(objective) & jnp.isfinite(gap)
+    return jnp.where(ok, jnp.where(met, Status.CONVERGED, RUNNING), Status.NONFINITE).astype(jnp.int32)
+
+
+def _read(s: OuterState) -> dict:
+    return dict(iteration=s.iterations, objective=s.objective, gap=s.gap, step=s.step)
+
+
+def fista_state(obj: GatedObjective, s: OuterState) -> FistaState:
+    """The R-FISTA state at the outer point (no momentum): what a full solve resumed from it starts with."""
+    one, zero = jnp.ones((), s.W.dtype), jnp.zeros((), jnp.int32)
+    return FistaState(s.W, s.img, s.W, s.img, s.g, s.G, one, s.step, s.objective, s.gap, zero, obj.penalty.support(s.W))
