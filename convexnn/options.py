@@ -126,20 +126,31 @@ class WorkingSetOptions(eqx.Module):
 
     Attributes:
         min_patterns: the fewest patterns P at which `solve_gated` solves on working sets (below, on all P).
-        capacity, growth: the static set sizes capacity · growth^k below P, then P; a stage hands over to the
-            next when the non-zero patterns fill more than half of its set.
-        inner_tol: the inner solves' tolerance, this fraction of `tol` (the outer certificate is the full gap).
+        capacity, growth: the static set sizes capacity · growth^k below P, then P.
+        fill, hold: a stage hands over to the next when the non-zero patterns fill more than the fraction `fill`
+            of its set; inside an inner solve, once they have done so for `hold` iterations in a row (the first
+            iterates of proximal gradient overshoot the solution's support, often to the whole set, for tens of
+            iterations).
+        stage_steps: outer steps of a stage at most before the next (larger) set takes over.
+        inner_tol: an inner solve stops at this fraction of the whole program's relative gap at its start (at least
+            of `tol`); the certificate is always the whole program's gap.
     """
 
-    min_patterns: int = 1024
+    min_patterns: int = 512
     capacity: int = 128
     growth: int = 4
+    fill: float = 0.75
+    hold: int = 25
+    stage_steps: int = 10
     inner_tol: float = 0.25
 
     def __check_init__(self):
         _check("min_patterns", self.min_patterns, low=1, integer=True)
         _check("capacity", self.capacity, low=1, integer=True)
         _check("growth", self.growth, low=2, integer=True)
+        _check("fill", self.fill, low=0, high=1, low_open=True)
+        _check("hold", self.hold, low=0, integer=True)
+        _check("stage_steps", self.stage_steps, low=1, integer=True)
         _check("inner_tol", self.inner_tol, low=0, high=1, low_open=True)
 
 

@@ -62,6 +62,7 @@ class GatedState(NamedTuple):
     window_start: Int[Array, ""]  # the stall window: when it began and the bests then
     window_objective: Scalar
     window_gap: Scalar
+    crowded: Int[Array, ""]  # iterations in a row with more non-zero blocks than a `support_limit`
 
     @property
     def W(self) -> Array:
@@ -144,6 +145,7 @@ def initial_state(obj: CompositeSmooth, lam: Scalar, W0: Array, tol: Scalar, opt
         window_start=zero,
         window_objective=s.objective,
         window_gap=s.gap,
+        crowded=zero,
     )
 
 
@@ -163,13 +165,16 @@ def solve_composite(
     monitor: progress.Monitor | None = None,
     units: Units | None = None,
     state: GatedState | None = None,
+    support_limit: tuple[int, int] | None = None,
 ) -> GatedState:
     """min_W F(K W) + λ Σ_g ‖W_g‖₂ from W0 (or from `state`, exactly) until gap ≤ tol·max(1, |objective|).
 
     A pure function of arrays: jit it, vmap it (over λ, data or W0), or run it inside shard_map with an
     objective whose reductions are collective. Returns the final loop state with its status set. With a
     `monitor` (static) it reports every `monitor.every` iterations and at the end (`convexnn.progress`),
-    in the user's units when the problem was rescaled by `units`.
+    in the user's units when the problem was rescaled by `units`. With a `support_limit` (limit, hold) (static) it
+    also stops, status MAX_ITERS, once more than `limit` blocks of W have been non-zero for `hold` iterations in a
+    row (a working set that filled).
     """
     if state is None:
         c0 = initial_state(obj, lam, W0, tol, options)
@@ -179,7 +184,14 @@ def solve_composite(
 
     def step(c: GatedState) -> GatedState:
         s = fista_step(obj, lam, c.fista, options.fista)
-        return _track(c._replace(fista=s, iterations=c.iterations + 1, status=status_of(s, tol)), options.stall)
+        status, crowded = status_of(s, tol), c.crowded
+        if support_limit is not None:
+            limit, hold = support_limit
+            many = jnp.sum(jnp.any(s.active.reshape(s.active.shape[0], -1), axis=1)) > limit
+            crowded = jnp.where(many, crowded + 1, jnp.maximum(crowded - 1, 0))
+            status = jnp.where((crowded > hold) & (status == RUNNING), Status.MAX_ITERS, status).astype(jnp.int32)
+        c = c._replace(fista=s, iterations=c.iterations + 1, status=status, crowded=crowded)
+        return _track(c, options.stall)
 
     def ready(c: GatedState):
         return (c.iterations - c.phase_start >= c.phase_len) & (c.fista.stable >= options.polish.stable_for)
@@ -269,6 +281,7 @@ def _on_working_sets(problem: Problem, units: Units, lam, W0, tol, max_iters, st
         fista=fista, iterations=out.iterations, status=out.status, phase_start=out.iterations,
         phase_len=jnp.asarray(static.options.polish.min_phase, jnp.int32), best_objective=out.objective,
         best_gap=out.gap, window_start=out.iterations, window_objective=out.objective, window_gap=out.gap,
+        crowded=jnp.zeros((), jnp.int32),
     )  # fmt: skip
     return carry, {"outer_steps": out.outer_steps, "capacity": out.capacity}
 

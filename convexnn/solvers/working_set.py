@@ -1,17 +1,18 @@
 """Working-set solves of the gated program: a cost that follows the solution's groups, not P.
 
     repeat:  S = the non-zero patterns ∪ those whose dual constraint ‖(Aᵀ∇L)_i‖_* ≤ λ is most violated, |S| = C
-             W_S ← argmin L(Σ_{i∈S} D_i X w_i) + λ Σ_{i∈S} Ω(w_i)      (`solve_composite`, warm, to tol·inner_tol)
+             W_S ← argmin L(Σ_{i∈S} D_i X w_i) + λ Σ_{i∈S} Ω(w_i)      (`solve_composite`, warm)
              G = Aᵀ∇L(A W)       one full adjoint: the whole program's certificate, and the next scores
     until the whole program's gap ≤ tol · max(1, |objective|)
 
 The weights outside S are zero, so A W is the inner solve's own image and each outer step costs the data
 once over all P patterns; the inner solve's iterations cost C/P of a full one. The capacity C is static, from a
 ladder capacity · growth^k < P and then P itself: a stage runs its outer steps while the non-zero patterns fill at
-most half of C, then hands its point to the next; the last stage is the full solve, warm. The stages are traced
-once each, so neither a new λ nor a growing set recompiles, and the whole solve is one jitted program that
-vmaps (each lane its own set) and runs on row shards (the scores are computed from the psum'd adjoint, so every
-shard gathers the same patterns).
+most a fraction `fill` of C (an inner solve stops once they have filled more for `hold` iterations in a row), for at
+most `stage_steps` outer steps, then hands its point to the next; the last stage is the full solve, warm. The
+stages are traced once each, so neither a new λ nor a growing set recompiles, and the whole solve is one jitted
+program that vmaps (each lane its own set) and runs on row shards (the scores are computed from the psum'd
+adjoint, so every shard gathers the same patterns).
 
 Scores reuse the certificate's adjoint G, so a warm start along a path (the previous λ's solution) ranks the
 patterns by the sequential strong rule's score at its first step.
@@ -61,6 +62,8 @@ class OuterState(NamedTuple):
     outer_steps: Int[Array, ""]
     capacity: Int[Array, ""]
     stalled_inner: Bool[Array, ""]
+    filled: Bool[Array, ""]  # the last inner solve stopped because its set filled: the stage is over
+    stage_steps: Int[Array, ""]
 
 
 def _pattern_scores(obj: GatedObjective, G: Array, lam: Scalar) -> Array:
@@ -116,18 +119,25 @@ def solve_working_set(
     state = OuterState(
         W=W0, img=img, g=g, G=G, objective=objective, gap=gap, step=jnp.ones((), W0.dtype), iterations=zero,
         status=_converged(objective, gap, tol), outer_steps=zero, capacity=zero, stalled_inner=jnp.zeros((), bool),
+        filled=jnp.zeros((), bool), stage_steps=zero,
     )  # fmt: skip
     report = progress.reporter(monitor, lam, units, _read, step_out="step_out")
-    inner_tol = tol * working_set.inner_tol
+
+    def inner_tol(s: OuterState) -> Scalar:
+        """A fraction of the whole program's relative gap now, at least of tol: loose while violators abound."""
+        return working_set.inner_tol * jnp.maximum(tol, s.gap / jnp.maximum(1, jnp.abs(s.objective)))
 
     for C in capacities(P, working_set):
-        full = C == P
+        full, limit = C == P, int(working_set.fill * C)
 
-        def fits(s: OuterState, C=C, full=full):
-            room = full | (jnp.sum(_pattern_support(obj, s.W)) * 2 <= C)
+        def fits(s: OuterState, full=full, limit=limit):
+            # A stage starts if its set can hold the non-zero patterns (a warm start's may not), and goes on until
+            # an inner solve fills it or `stage_steps` outer steps have passed.
+            starts = (s.stage_steps > 0) | (jnp.sum(_pattern_support(obj, s.W)) <= limit)
+            room = full | (starts & ~s.filled & (s.stage_steps < working_set.stage_steps))
             return (s.status == RUNNING) & (s.iterations < max_iters) & room
 
-        def outer(s: OuterState, C=C, full=full) -> OuterState:
+        def outer(s: OuterState, C=C, full=full, limit=limit) -> OuterState:
             if full:
                 idx, sub = jnp.arange(P), problem
             else:
@@ -135,8 +145,8 @@ def solve_working_set(
                 idx = jnp.sort(lax.top_k(priority, C)[1])
                 sub = restrict(problem, idx)
             inner = solve_composite(
-                GatedObjective(problem=sub), lam, s.W[idx], tol if full else inner_tol, max_iters - s.iterations,
-                polish=polish, options=options,
+                GatedObjective(problem=sub), lam, s.W[idx], tol if full else inner_tol(s), max_iters - s.iterations,
+                polish=polish, options=options, support_limit=None if full else (limit, working_set.hold),
             )  # fmt: skip
             W = inner.W if full else jnp.zeros_like(s.W).at[idx].set(inner.W)
             img = inner.fista.img
@@ -150,16 +160,20 @@ def solve_working_set(
             no_progress = (objective >= s.objective) & (gap >= s.gap)
             stalled = (inner.status == Status.STALLED) & s.stalled_inner & no_progress
             status = jnp.where((status == RUNNING) & stalled, Status.STALLED, status).astype(jnp.int32)
+            if full:  # the inner solve is the whole program's: its status is the answer (STALLED, MAX_ITERS too)
+                status = jnp.where(status == RUNNING, inner.status, status).astype(jnp.int32)
+            filled = inner.crowded > working_set.hold  # the inner solve stopped because its set filled
             new = OuterState(
                 W=W, img=img, g=g, G=G, objective=objective, gap=gap, step=inner.fista.step, iterations=iterations,
                 status=status, outer_steps=s.outer_steps + 1, capacity=jnp.asarray(C, jnp.int32),
-                stalled_inner=inner.status == Status.STALLED,
+                stalled_inner=inner.status == Status.STALLED, filled=filled,
+                stage_steps=s.stage_steps + 1,
             )  # fmt: skip
             if report is not None:
                 report(new, since=s.iterations, when=new.status == RUNNING)
             return new
 
-        state = lax.while_loop(fits, outer, state)
+        state = lax.while_loop(fits, outer, state._replace(filled=jnp.zeros((), bool), stage_steps=zero))
 
     state = state._replace(status=jnp.where(state.status == RUNNING, Status.MAX_ITERS, state.status).astype(jnp.int32))
     if report is not None:
