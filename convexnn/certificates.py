@@ -27,7 +27,7 @@ from . import _validate, operators, prox
 from . import losses as _losses
 from ._cone_qp import cone_qp
 from ._mesh import check_sharded
-from ._rows import Rows, loss_kwargs, row_max
+from ._rows import Rows, loss_kwargs, row_max, row_total
 from ._units import target_scale
 from .problem import Problem, on_shards
 from .sharding import RowSharded
@@ -35,6 +35,8 @@ from .sharding import RowSharded
 _GROUP = prox.GroupL2()
 
 __all__ = [
+    "safe_zero",
+    "pattern_norms",
     "dual_scale",
     "penalty_gap",
     "duality_gap",
@@ -83,6 +85,33 @@ def duality_gap(
     s = dual_scale(AtG, lam, penalty)
     fy = loss.fenchel_young_gap(Z, s * grad, y, N, **loss_kwargs(rows))
     return fy + penalty_gap(lam, W, AtG, s, penalty)
+
+
+def pattern_norms(problem: Problem) -> Float[Array, " p"]:
+    """‖D_i X‖_F for every pattern (‖Z_i‖_F of the pooled patch sums), added over the shards: one pass over X."""
+    if problem.pooled is not None:
+        frob2 = jnp.sum(jnp.square(problem.pooled), axis=(0, 2))
+    else:
+        spec = "nkp,nkd->p" if problem.patches else "np,nd->p"
+        frob2 = jnp.einsum(spec, problem.masks.astype(problem.X.dtype), jnp.square(problem.X))
+    return jnp.sqrt(row_total(frob2, problem.rows))
+
+
+def safe_zero(
+    problem: Problem, lam: Scalar, AtG: Float[Array, "p d c"], gap: Scalar, norms: Float[Array, " p"] | None = None
+) -> Bool[Array, " p"]:
+    """The patterns proven zero at every optimum by the gap-safe sphere test (Ndiaye et al. 2017):
+
+        s ‖(Aᵀ∇L)_i‖_* + ‖D_i X‖_F · √(2 β gap / N) < λ   ⇒   w_i* = 0,
+
+    with θ = s ∇L the dual point of `duality_gap` (AtG = Aᵀ∇L, `gap` its gap), β the loss's `curvature` and N its
+    normaliser: the dual is (N/β)-strongly concave, so ‖θ − θ*‖ ≤ √(2 β gap / N), and ‖A_i‖₂ ≤ ‖D_i X‖_F
+    (`pattern_norms`, passed as `norms` when already known)."""
+    norms = pattern_norms(problem) if norms is None else norms
+    radius = jnp.sqrt(2 * problem.loss.curvature * jnp.maximum(gap, 0) / problem.N)
+    s = dual_scale(AtG, lam, problem.penalty)
+    score = jnp.max(problem.penalty.dual_norms(AtG).reshape(AtG.shape[0], -1), axis=1)
+    return s * score + norms * radius < lam
 
 
 def penalty_gap(

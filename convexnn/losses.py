@@ -65,9 +65,14 @@ def softmax_bregman(delta: Float[Array, "... k"], logits0: Float[Array, "... k"]
 
 
 class Loss(eqx.Module):
-    """A separable loss L(z, y) = (1/N) Σ_rows ℓ(z_j, y_j) on (n, c) predictions."""
+    """A separable loss L(z, y) = (1/N) Σ_rows ℓ(z_j, y_j) on (n, c) predictions.
+
+    `curvature` bounds the largest eigenvalue of ∇²ℓ over every z (per row): ℓ is `curvature`-smooth, so L* is
+    (N / curvature)-strongly convex, which gap-safe screening uses (`certificates.safe_zero`).
+    """
 
     name: ClassVar[str] = "loss"
+    curvature: ClassVar[float] = float("inf")
 
     @abc.abstractmethod
     def normaliser(self, y: Float[Array, "n c"]) -> int:
@@ -139,6 +144,7 @@ class Squared(Loss):
 
     name: ClassVar[str] = "squared"
     metric_name: ClassVar[str] = "mse"
+    curvature: ClassVar[float] = 1.0
 
     def normaliser(self, y):
         return y.shape[0] * y.shape[1]
@@ -176,6 +182,7 @@ class Logistic(Loss):
 
     name: ClassVar[str] = "logistic"
     metric_name: ClassVar[str] = "accuracy"
+    curvature: ClassVar[float] = 0.25  # σ(u)(1 − σ(u)) ≤ 1/4
 
     def normaliser(self, y):
         return y.shape[0] * y.shape[1]
@@ -254,6 +261,7 @@ class CrossEntropy(Loss):
 
     name: ClassVar[str] = "cross_entropy"
     metric_name: ClassVar[str] = "accuracy"
+    curvature: ClassVar[float] = 0.5  # diag(p) − ppᵀ ⪯ ½ I
 
     def normaliser(self, y):
         return y.shape[0]

@@ -138,3 +138,19 @@ def test_gradients_match_the_solve_on_every_pattern():
     W = cn.solve_gated(p.X, p.y, p.masks, lam, tol=1e-10, options=OFF).weights
     # d objective / d λ = Ω(W*) at the optimum (the envelope theorem): an independent value
     np.testing.assert_allclose(jax.grad(objective)(lam, ON), jnp.sum(jnp.linalg.norm(W, axis=1)), rtol=1e-6)
+
+
+@pytest.mark.parametrize("name", list(CASES))
+@pytest.mark.parametrize("options", [ON, OFF], ids=["working_sets", "all_patterns"])
+def test_screened_patterns_are_zero_at_the_optimum(name, options):
+    """Gap-safe screening: every pattern it proves zero is zero in a tightly solved optimum, and near the optimum
+    (tol 1e-8) it proves most of the zero patterns."""
+    p, lam, _ = case(name)
+    tight = cn.solve_gated(p.X, p.y, p.masks, lam, loss=p.loss, tol=1e-12, options=OFF)
+    W = np.asarray(tight.weights).reshape(p.masks.shape[1], p.X.shape[1], -1)
+    zero = np.linalg.norm(W, axis=1).max(axis=1) == 0
+    sol = cn.solve_gated(p.X, p.y, p.masks, lam, loss=p.loss, tol=1e-8, options=options)
+    screened = np.asarray(sol.stats["screened"])
+    assert screened.shape == zero.shape and screened.dtype == bool
+    assert not np.any(screened & ~zero)
+    assert screened.sum() >= 0.5 * zero.sum(), (screened.sum(), zero.sum())

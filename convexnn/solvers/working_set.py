@@ -15,7 +15,8 @@ program that vmaps (each lane its own set) and runs on row shards (the scores ar
 adjoint, so every shard gathers the same patterns).
 
 Scores reuse the certificate's adjoint G, so a warm start along a path (the previous λ's solution) ranks the
-patterns by the sequential strong rule's score at its first step.
+patterns by the sequential strong rule's score at its first step; patterns that the gap-safe sphere test proves
+zero at every optimum (`certificates.safe_zero`) come last.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import jax.numpy as jnp
 from jax import lax
 from jaxtyping import Array, Bool, Int, Scalar
 
-from .. import progress
+from .. import certificates, progress
 from .._units import Units
 from ..options import GatedOptions, WorkingSetOptions
 from ..problem import Problem
@@ -122,6 +123,7 @@ def solve_working_set(
         filled=jnp.zeros((), bool), stage_steps=zero,
     )  # fmt: skip
     report = progress.reporter(monitor, lam, units, _read, step_out="step_out")
+    norms = certificates.pattern_norms(problem) if len(capacities(P, working_set)) > 1 else None
 
     def inner_tol(s: OuterState) -> Scalar:
         """A fraction of the whole program's relative gap now, at least of tol: loose while violators abound."""
@@ -141,7 +143,10 @@ def solve_working_set(
             if full:
                 idx, sub = jnp.arange(P), problem
             else:
-                priority = jnp.where(_pattern_support(obj, s.W), jnp.inf, _pattern_scores(obj, s.G, lam))
+                # the non-zero patterns first, then by violation; those proven zero (gap-safe) last
+                safe = certificates.safe_zero(problem, lam, s.G, s.gap, norms)
+                score = jnp.where(safe, -jnp.inf, _pattern_scores(obj, s.G, lam))
+                priority = jnp.where(_pattern_support(obj, s.W), jnp.inf, score)
                 idx = jnp.sort(lax.top_k(priority, C)[1])
                 sub = restrict(problem, idx)
             inner = solve_composite(
