@@ -375,17 +375,13 @@ def solve_gated(
     neurons that share gate i, `to_network`). For c = 1 the two are the same program.
 
     R-FISTA (line search with growth, gradient-mapping restarts) finds the non-zero groups; an active-set
-    Newton–CG polish finishes on them. From `WorkingSetOptions.min_patterns` patterns on (512; `options=
-    GatedOptions(working_set=...)`, None to turn off) both run on working sets: gathered sets of the non-zero
-    patterns and the strongest violators of the dual constraints, of static sizes, with one full adjoint per
-    outer step for the whole program's certificate (`convexnn.solvers.working_set`); `stats` then holds
-    "outer_steps" and the last set's "capacity". `stats["screened"]` (P,) marks the patterns proven zero at
-    every optimum by the gap-safe sphere test at the returned point (`certificates.safe_zero`).
-
-    One jitted program with no host round trips; works under `jax.jit` and `jax.vmap` (over lam, y, masks,
-    init), in float32 and float64 (the dtype of X). Differentiable (`jax.grad`, `jax.vjp`) in X, y and lam by
-    implicit differentiation: the weights and objective carry exact derivatives wherever the set of non-zero
-    groups is locally constant.
+    Newton–CG polish finishes on them; from 512 patterns on, on working sets (`convexnn.solvers.working_set`;
+    `WorkingSetOptions`; stats "outer_steps", "capacity"). `stats["screened"]` (P,) marks the patterns proven
+    zero at every optimum (gap-safe test at the returned point, `certificates.safe_zero`). One jitted program
+    with no host round trips; works under `jax.jit` and `jax.vmap` (over lam, y, masks, init), in float32 and
+    float64 (the dtype of X). Differentiable (`jax.grad`, `jax.vjp`) in X, y and lam by implicit
+    differentiation: the weights and objective carry exact derivatives wherever the set of non-zero groups is
+    locally constant.
 
     Inputs are checked here, before tracing (shapes always; values when concrete), so their annotations
     are deliberately loose: a bad input gets a ValueError that names it.
@@ -411,9 +407,8 @@ def solve_gated(
             averaged over outputs (1 for standardized targets), for the label losses 1; so the rule, like
             every result, does not depend on the units of X, y and λ.
         max_iters: iteration budget (None: 10 000), counting R-FISTA steps and Newton–CG steps alike (each
-            costs one product with X and one with Xᵀ; a Newton step's gradient counts as one more). On working
-            sets an inner iteration counts as one (it costs C/P of a full one) and each outer step's full
-            adjoint as one more.
+            costs one product with X and one with Xᵀ; a Newton step's gradient counts as one more; on working
+            sets an inner iteration, of C/P the cost, counts as one, and each outer step's full adjoint too).
         init: initial weights, shaped like the solution's weights (default zero); or a `Solution` of
             `solve_gated` on the same data, λ and settings, to resume it: the loop goes on from its exact
             state (momentum, step size, polish phase), and `max_iters` counts from the first solve's start.
