@@ -200,8 +200,10 @@ def test_gated_program_communicates_only_small_all_reduces():
     found = collectives(gated_hlo(203))
     assert found, "a sharded solve must reduce over the devices"
     assert {op for op, _ in found} == {"all-reduce"}  # no all-gather, all-to-all, collective-permute
-    for _, shape in found:  # (c,): the targets' per-output sums that set the problem's units, once per solve
-        assert shape in {(), (c,), (P, d, c)}, shape
+    # once per solve: (c,), the targets' per-output sums that set the problem's units; (P,), the patterns' norms
+    # ‖D_i X‖_F of the gap-safe screening test
+    for _, shape in found:
+        assert shape in {(), (c,), (P,), (P, d, c)}, shape
     assert sorted(found) == sorted(collectives(gated_hlo(411)))  # the same whatever n is
 
 
@@ -260,10 +262,11 @@ def test_relu_and_path_programs_communicate_only_parameter_sized_arrays():
         )
         for q, model, solve in [(P, "gated", gated_static), (2 * P, "relu", relu_static)]
     )
-    # (1,): the targets' per-output sums (c = 1) that set the problem's units, once per solve.
+    # Once per solve: (1,), the targets' per-output sums (c = 1) that set the problem's units; (P,), the gated
+    # patterns' norms of the gap-safe screening test.
     for hlo, allowed in [
         (relu_hlo, {(), (1,), (2 * P, d, 1), (2 * P, 1, d, d)}),
-        (path_hlo, {(), (1,), (3,), (P, d, 1), (3, P, d, 1)}),  # the start W0 is shared by every λ
+        (path_hlo, {(), (1,), (3,), (P,), (P, d, 1), (3, P, d, 1)}),  # the start W0 is shared by every λ
         (relu_path_hlo, {(), (1,), (3,), (2 * P, d, 1), (3, 2 * P, d, 1), (3, 2 * P, 1, d, d)}),
     ]:
         found = collectives(hlo)

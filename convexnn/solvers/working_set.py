@@ -9,7 +9,9 @@ The weights outside S are zero, so A W is the inner solve's own image and each o
 once over all P patterns; the inner solve's iterations cost C/P of a full one. The capacity C is static, from a
 ladder capacity · growth^k < P and then P itself: a stage runs its outer steps while the non-zero patterns fill at
 most a fraction `fill` of C (an inner solve stops once they have filled more for `hold` iterations in a row), for at
-most `stage_steps` outer steps, then hands its point to the next; the last stage is the full solve, warm. The
+most `stage_steps` outer steps, then hands its point to the next; the last stage is the full solve, warm. Each
+inner solve stops at a fraction `inner_tol` of the whole program's relative gap at its start (at least of tol), as
+celer does: early sets are solved loosely. The
 stages are traced once each, so neither a new λ nor a growing set recompiles, and the whole solve is one jitted
 program that vmaps (each lane its own set) and runs on row shards (the scores are computed from the psum'd
 adjoint, so every shard gathers the same patterns).
