@@ -110,8 +110,7 @@ def safe_zero(
     norms = pattern_norms(problem) if norms is None else norms
     radius = jnp.sqrt(2 * problem.loss.curvature * jnp.maximum(gap, 0) / problem.N)
     s = dual_scale(AtG, lam, problem.penalty)
-    score = jnp.max(problem.penalty.dual_norms(AtG).reshape(AtG.shape[0], -1), axis=1)
-    return s * score + norms * radius < lam
+    return s * problem.penalty.pattern_dual_norms(AtG) + norms * radius < lam
 
 
 def penalty_gap(

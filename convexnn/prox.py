@@ -186,6 +186,15 @@ class Penalty(eqx.Module):
     def support(self, W: Float[Array, "p d c"]) -> Array:
         """Which parts of W are non-zero (groups; a block's singular values): a solver's identified structure."""
 
+    def pattern_dual_norms(self, H: Float[Array, "p d c"]) -> Float[Array, " p"]:
+        """max over pattern i's blocks of ‖H_g‖_*: above λ, a zero w_i violates the optimality conditions."""
+        return jnp.max(self.dual_norms(H).reshape(H.shape[0], -1), axis=1)
+
+
+def pattern_support(active: Bool[Array, "p ..."]) -> Bool[Array, " p"]:
+    """Which patterns have any non-zero part, from a `Penalty.support`."""
+    return jnp.any(active.reshape(active.shape[0], -1), axis=1)
+
 
 class GroupL2(Penalty):
     """Ω(W) = Σ_i Σ_k ‖W[i, :, k]‖₂: one group per pattern and output (self-dual blocks)."""

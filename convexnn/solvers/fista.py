@@ -25,7 +25,16 @@ from ..options import FistaOptions
 from ..solution import RUNNING, Status
 from .objectives import CompositeSmooth
 
-__all__ = ["FistaState", "init_state", "fista_step", "tree_combine", "status_of", "is_finite", "rounding_scale"]
+__all__ = [
+    "FistaState",
+    "init_state",
+    "fista_step",
+    "tree_combine",
+    "status_of",
+    "status_at",
+    "is_finite",
+    "rounding_scale",
+]
 
 
 class FistaState(NamedTuple):
@@ -147,13 +156,13 @@ def rounding_scale(objective: Scalar) -> Scalar:
     return jnp.sqrt(size * jnp.maximum(1, size))
 
 
-def converged(s: FistaState, tol: Scalar) -> Bool[Array, ""]:
-    """The stopping rule of every solver, in its units: gap ≤ tol · max(1, |objective|)."""
-    return s.gap <= tol * jnp.maximum(1, jnp.abs(s.objective))
-
-
 def status_of(s: FistaState, tol: Scalar) -> Int[Array, ""]:
     """Status from the state alone: NONFINITE, CONVERGED, or still running."""
-    return jnp.where(is_finite(s), jnp.where(converged(s, tol), Status.CONVERGED, RUNNING), Status.NONFINITE).astype(
-        jnp.int32
-    )
+    return status_at(s.objective, s.gap, tol, is_finite(s))
+
+
+def status_at(objective: Scalar, gap: Scalar, tol: Scalar, finite: Bool[Array, ""]) -> Int[Array, ""]:
+    """NONFINITE unless `finite`, else CONVERGED once gap ≤ tol · max(1, |objective|) (every solver's stopping rule,
+    in its units), else still running."""
+    met = gap <= tol * jnp.maximum(1, jnp.abs(objective))
+    return jnp.where(finite, jnp.where(met, Status.CONVERGED, RUNNING), Status.NONFINITE).astype(jnp.int32)

@@ -187,7 +187,7 @@ def solve_composite(
         status, crowded = status_of(s, tol), c.crowded
         if support_limit is not None:
             limit, hold = support_limit
-            many = jnp.sum(jnp.any(s.active.reshape(s.active.shape[0], -1), axis=1)) > limit
+            many = jnp.sum(prox.pattern_support(s.active)) > limit
             crowded = jnp.where(many, crowded + 1, jnp.maximum(crowded - 1, 0))
             status = jnp.where((crowded > hold) & (status == RUNNING), Status.MAX_ITERS, status).astype(jnp.int32)
         c = c._replace(fista=s, iterations=c.iterations + 1, status=status, crowded=crowded)
@@ -228,8 +228,9 @@ def gated_program(problem: Problem, lam, W0, tol, max_iters, static: GatedStatic
     problem = problem.with_pooled()
     sets = static.options.working_set
     stats = {}
+    norms = certificates.pattern_norms(problem)  # ‖D_i X‖_F: the screening test's, one pass over X
     if sets is not None and problem.num_patterns >= sets.min_patterns:
-        out, stats = _on_working_sets(problem, units, lam, W0, tol, max_iters, static, state)
+        out, stats = _on_working_sets(problem, units, lam, W0, tol, max_iters, static, state, norms)
     else:
         out = solve_composite(
             GatedObjective(problem=problem),
@@ -243,8 +244,8 @@ def gated_program(problem: Problem, lam, W0, tol, max_iters, static: GatedStatic
             units=units,
             state=state,
         )
-    # Patterns proven zero at every optimum (gap-safe), from the final dual point: one more pass over X.
-    screened = certificates.safe_zero(problem, units.lam_in(lam), out.fista.G_v, out.fista.gap)
+    # Patterns proven zero at every optimum (gap-safe), from the final dual point.
+    screened = certificates.safe_zero(problem, units.lam_in(lam), out.fista.G_v, out.fista.gap, norms)
     stats = {**stats, "screened": screened}
     W, objective, gap = units.weights_out(out.W), units.objective_out(out.objective), units.objective_out(out.gap)
     return Solution(
@@ -261,9 +262,10 @@ def gated_program(problem: Problem, lam, W0, tol, max_iters, static: GatedStatic
     )
 
 
-def _on_working_sets(problem: Problem, units: Units, lam, W0, tol, max_iters, static: GatedStatic, state):
+def _on_working_sets(problem: Problem, units: Units, lam, W0, tol, max_iters, static: GatedStatic, state, norms):
     """`working_set.solve_working_set` in the solver's units, as a `GatedState` (no momentum: a solve resumed
-    from it starts R-FISTA afresh there) and its stats: outer steps and the last capacity."""
+    from it starts R-FISTA afresh there) and its stats: outer steps and the last capacity. `norms` are the
+    patterns' `certificates.pattern_norms`."""
     W0 = units.weights_in(W0) if state is None else state.W
     out = working_set.solve_working_set(
         problem,
@@ -277,6 +279,7 @@ def _on_working_sets(problem: Problem, units: Units, lam, W0, tol, max_iters, st
         monitor=static.monitor,
         units=units,
         solve_composite=solve_composite,
+        norms=norms,
     )
     obj = GatedObjective(problem=problem)
     fista = working_set.fista_state(obj, out)

@@ -30,12 +30,12 @@ import jax.numpy as jnp
 from jax import lax
 from jaxtyping import Array, Bool, Int, Scalar
 
-from .. import certificates, progress
+from .. import certificates, progress, prox
 from .._units import Units
 from ..options import GatedOptions, WorkingSetOptions
 from ..problem import Problem
 from ..solution import RUNNING, Status
-from .fista import FistaState
+from .fista import FistaState, status_at
 from .objectives import GatedObjective
 
 __all__ = ["capacities", "solve_working_set", "OuterState"]
@@ -69,14 +69,8 @@ class OuterState(NamedTuple):
     stage_steps: Int[Array, ""]
 
 
-def _pattern_scores(obj: GatedObjective, G: Array, lam: Scalar) -> Array:
-    """max over a pattern's groups of ‖G_g‖_* / λ: above 1 its zero weights violate the optimality conditions."""
-    norms = obj.penalty.dual_norms(G).reshape(G.shape[0], -1)
-    return jnp.max(norms, axis=1) / jnp.where(lam > 0, lam, 1)
-
-
 def _pattern_support(obj: GatedObjective, W: Array) -> Array:
-    return jnp.any((obj.penalty.norms(W) > 0).reshape(W.shape[0], -1), axis=1)
+    return prox.pattern_support(obj.penalty.support(W))
 
 
 def restrict(problem: Problem, idx: Int[Array, " C"]) -> Problem:
@@ -106,12 +100,13 @@ def solve_working_set(
     monitor: progress.Monitor | None = None,
     units: Units | None = None,
     solve_composite=None,
+    norms: Array | None = None,
 ):
     """min_W L(A W) + λ Ω(W) by working sets (module docstring), from W0; returns the final `OuterState`.
 
     `solve_composite` is `convexnn.solvers.gated.solve_composite` (passed in: that module imports this one).
     `iterations` counts the inner solves' iterations (each C/P of a full one) plus one per outer step's full
-    adjoint; `max_iters` bounds that total.
+    adjoint; `max_iters` bounds that total. `norms` are the patterns' `certificates.pattern_norms` when known.
     """
     obj = GatedObjective(problem=problem)
     P = W0.shape[0]
@@ -121,11 +116,12 @@ def solve_working_set(
     zero = jnp.zeros((), jnp.int32)
     state = OuterState(
         W=W0, img=img, g=g, G=G, objective=objective, gap=gap, step=jnp.ones((), W0.dtype), iterations=zero,
-        status=_converged(objective, gap, tol), outer_steps=zero, capacity=zero, stalled_inner=jnp.zeros((), bool),
+        status=_status(objective, gap, tol), outer_steps=zero, capacity=zero, stalled_inner=jnp.zeros((), bool),
         filled=jnp.zeros((), bool), stage_steps=zero,
     )  # fmt: skip
     report = progress.reporter(monitor, lam, units, _read, step_out="step_out")
-    norms = certificates.pattern_norms(problem) if len(capacities(P, working_set)) > 1 else None
+    if norms is None and len(capacities(P, working_set)) > 1:
+        norms = certificates.pattern_norms(problem)
 
     def inner_tol(s: OuterState) -> Scalar:
         """A fraction of the whole program's relative gap now, at least of tol: loose while violators abound."""
@@ -147,7 +143,7 @@ def solve_working_set(
             else:
                 # the non-zero patterns first, then by violation; those proven zero (gap-safe) last
                 safe = certificates.safe_zero(problem, lam, s.G, s.gap, norms)
-                score = jnp.where(safe, -jnp.inf, _pattern_scores(obj, s.G, lam))
+                score = jnp.where(safe, -jnp.inf, obj.penalty.pattern_dual_norms(s.G))
                 priority = jnp.where(_pattern_support(obj, s.W), jnp.inf, score)
                 idx = jnp.sort(lax.top_k(priority, C)[1])
                 sub = restrict(problem, idx)
@@ -162,7 +158,7 @@ def solve_working_set(
             iterations = s.iterations + inner.iterations + 1
             # A non-finite inner solve hands back its last finite iterate, and the outer loop stops there.
             finite = inner.status != Status.NONFINITE
-            status = jnp.where(finite, _converged(objective, gap, tol), Status.NONFINITE)
+            status = jnp.where(finite, _status(objective, gap, tol), Status.NONFINITE)
             # An inner solve that stalled at the dtype's precision, twice with no progress: the outer loop stops.
             no_progress = (objective >= s.objective) & (gap >= s.gap)
             stalled = (inner.status == Status.STALLED) & s.stalled_inner & no_progress
@@ -188,10 +184,8 @@ def solve_working_set(
     return state
 
 
-def _converged(objective: Scalar, gap: Scalar, tol: Scalar) -> Int[Array, ""]:
-    met = gap <= tol * jnp.maximum(1, jnp.abs(objective))
-    ok = jnp.isfinite(objective) & jnp.isfinite(gap)
-    return jnp.where(ok, jnp.where(met, Status.CONVERGED, RUNNING), Status.NONFINITE).astype(jnp.int32)
+def _status(objective: Scalar, gap: Scalar, tol: Scalar) -> Int[Array, ""]:
+    return status_at(objective, gap, tol, jnp.isfinite(objective) & jnp.isfinite(gap))
 
 
 def _read(s: OuterState) -> dict:
