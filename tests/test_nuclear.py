@@ -154,8 +154,10 @@ def test_relu_relaxation_matches_clarabel_and_brackets_the_network(name):
     p = problem(name)
     lam = 0.1 * float(cn.lam_max(p.X, p.y, p.masks, p.loss, penalty="nuclear"))
     # tol 1e-7: at 1e-8 the nuclear AL stalls on teacher-3 with gap 4.5e-7 (≈ 1e-7 × |objective|), most of it
-    # the price of its remaining violation, ⟨Γ, (−R)₊⟩, which its gap includes (`relu_duality_gap`).
-    sol = cn.solve_relu(p.X, p.y, p.masks, lam, loss=p.loss, penalty="nuclear", tol=1e-7)
+    # the price of its remaining violation, ⟨Γ, (−R)₊⟩, which its gap includes (`relu_duality_gap`). The budget is
+    # above the default 20 000: teacher-3 certified after 31 208 iterations on an AVX-512 CPU (within 20 000 on
+    # the machines before it): this test checks the answer, not the iteration count.
+    sol = cn.solve_relu(p.X, p.y, p.masks, lam, loss=p.loss, penalty="nuclear", tol=1e-7, max_iters=50_000)
     p_star = clarabel_nuclear(p.X, targets(p), p.masks, lam, p.loss, model="relu")
     assert int(sol.status) == cn.Status.CONVERGED
     assert float(sol.violation) <= 1e-6
