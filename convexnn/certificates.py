@@ -91,6 +91,8 @@ def pattern_norms(problem: Problem) -> Float[Array, " p"]:
     """‖D_i X‖_F for every pattern (‖Z_i‖_F of the pooled patch sums), added over the shards: one pass over X."""
     if problem.pooled is not None:
         frob2 = jnp.sum(jnp.square(problem.pooled), axis=(0, 2))
+    elif problem.gates is not None:  # Σ_j m_ji ‖x_j‖², the patterns recomputed in row blocks
+        frob2 = operators.gates_row_sums(problem.X, problem.gates, jnp.sum(jnp.square(problem.X), axis=1))
     else:
         spec = "nkp,nkd->p" if problem.patches else "np,nd->p"
         frob2 = jnp.einsum(spec, problem.masks.astype(problem.X.dtype), jnp.square(problem.X))

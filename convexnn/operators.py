@@ -26,6 +26,11 @@ __all__ = [
     "pool_patches",
     "pool_patches_from_gates",
     "pooled_forward",
+    "gates_forward",
+    "gates_adjoint",
+    "masks_from_gates",
+    "gates_row_sums",
+    "gate_block",
     "pooled_adjoint",
     "patch_rows",
     "row_block",
@@ -56,6 +61,36 @@ def _split_rows(block: int, *arrays: Array) -> tuple[tuple[Array, ...], tuple[Ar
     head = (n // block) * block
     blocks = tuple(a[:head].reshape((n // block, block) + a.shape[1:]) for a in arrays)
     return blocks, tuple(a[head:] for a in arrays)
+
+
+def _map_rows(fn, block: int | None, *arrays: Array) -> Array:
+    """fn applied to row blocks of `arrays` (one piece when `block` is None), its outputs stacked by rows."""
+    if block is None:
+        return fn(*arrays)
+    heads, tails = _split_rows(block, *arrays)
+    _, out = lax.scan(lambda _, b: (None, fn(*b)), None, heads)
+    return jnp.concatenate([out.reshape((-1,) + out.shape[2:]), fn(*tails)])
+
+
+def _sum_rows(fn, block: int | None, *arrays: Array) -> Array:
+    """Σ over row blocks of `arrays` of fn(block) (one piece when `block` is None)."""
+    if block is None:
+        return fn(*arrays)
+    heads, tails = _split_rows(block, *arrays)
+    total, _ = lax.scan(lambda acc, b: (acc + fn(*b), None), fn(*tails), heads)
+    return total
+
+
+def gate_block(n: int, width: int, itemsize: int) -> int | None:
+    """Rows per block when patterns are recomputed from gates: their (rows × width) floats stay within ~4 MiB on
+    CPU and ~256 MiB on accelerators, so no n×P buffer exists; None (one piece) when n is under two blocks."""
+    budget = (4 << 20) if jax.default_backend() == "cpu" else (256 << 20)
+    block = max(1, budget // max(1, width * itemsize))
+    return block if n >= 2 * block else None
+
+
+def _patterns(X: Float[Array, "n *k d"], gates: Float[Array, "d p"]) -> Bool[Array, "n *k p"]:
+    return jnp.matmul(X, gates.astype(X.dtype), precision=PRECISION) >= 0
 
 
 def _forward_dense(X, masks, W):
@@ -133,7 +168,7 @@ def pool_patches(X: Float[Array, "n k h"], masks: Bool[Array, "n k p"]) -> Float
         Z, (n, P, h): A W = Σ_i Z_i w_i and Aᵀ r = [Z_iᵀ r]_i.
     """
     block = row_block(X.shape[0], X.shape[1] * masks.shape[-1], X.dtype.itemsize)
-    return _pool_in_blocks(lambda x, m: m, X, masks, block)
+    return _map_rows(_pool, block, X, masks)
 
 
 def pool_patches_from_gates(X: Float[Array, "n k h"], gates: Float[Array, "h p"]) -> Float[Array, "n p h"]:
@@ -149,27 +184,12 @@ def pool_patches_from_gates(X: Float[Array, "n k h"], gates: Float[Array, "h p"]
         Z, (n, P, h), equal to `pool_patches(X, activation_masks(X, gates))`.
     """
     n, K, _ = X.shape
-    budget = (4 << 20) if jax.default_backend() == "cpu" else (256 << 20)
-    block = max(1, budget // max(1, K * gates.shape[1] * X.dtype.itemsize))
-    block = block if n >= 2 * block else None
-
-    def patterns(x, _):
-        return jnp.einsum("nkh,hp->nkp", x, gates.astype(x.dtype), precision=PRECISION) >= 0
-
-    return _pool_in_blocks(patterns, X, jnp.zeros((n, 0), bool), block)
+    block = gate_block(n, K * gates.shape[1], X.dtype.itemsize)
+    return _map_rows(lambda x: _pool(x, _patterns(x, gates)), block, X)
 
 
-def _pool_in_blocks(patterns, X, masks, block: int | None):
-    """Σ_k patterns(x, m)_kp x_k for row blocks (x, m) of (X, masks): one piece when `block` is None."""
-
-    def pool(x, m):
-        return jnp.einsum("nkp,nkh->nph", patterns(x, m).astype(x.dtype), x, precision=PRECISION)
-
-    if block is None:
-        return pool(X, masks)
-    (Xb, Mb), (Xr, Mr) = _split_rows(block, X, masks)
-    _, out = lax.scan(lambda _, xm: (None, pool(*xm)), None, (Xb, Mb))
-    return jnp.concatenate([out.reshape((-1,) + out.shape[2:]), pool(Xr, Mr)])
+def _pool(x: Float[Array, "n k h"], m: Bool[Array, "n k p"]) -> Float[Array, "n p h"]:
+    return jnp.einsum("nkp,nkh->nph", m.astype(x.dtype), x, precision=PRECISION)
 
 
 def pooled_forward(Z: Float[Array, "n p h"], W: Float[Array, "p h *c"]) -> Float[Array, "n *c"]:
@@ -198,11 +218,7 @@ def _rows_forward(X: Float[Array, "n d"], masks: Bool[Array, "n p"], W: Float[Ar
         predictions, (n,) or (n, c).
     """
     block = row_block(X.shape[0], W.size // W.shape[1], W.dtype.itemsize)
-    if block is None:
-        return _forward_dense(X, masks, W)
-    (Xb, Mb), (Xr, Mr) = _split_rows(block, X, masks)
-    _, out = lax.scan(lambda _, xm: (None, _forward_dense(xm[0], xm[1], W)), None, (Xb, Mb))
-    return jnp.concatenate([out.reshape((-1,) + out.shape[2:]), _forward_dense(Xr, Mr, W)])
+    return _map_rows(lambda x, m: _forward_dense(x, m, W), block, X, masks)
 
 
 def _rows_adjoint(X: Float[Array, "n d"], masks: Bool[Array, "n p"], r: Float[Array, "n *c"]) -> Float[Array, "p d *c"]:
@@ -217,11 +233,40 @@ def _rows_adjoint(X: Float[Array, "n d"], masks: Bool[Array, "n p"], r: Float[Ar
         the block gradient, (P, d) or (P, d, c).
     """
     block = row_block(X.shape[0], masks.shape[1] * (r.size // r.shape[0]), r.dtype.itemsize)
-    if block is None:
-        return _adjoint_dense(X, masks, r)
-    (Xb, Mb, rb), (Xr, Mr, rr) = _split_rows(block, X, masks, r)
-    total, _ = lax.scan(lambda acc, b: (acc + _adjoint_dense(*b), None), _adjoint_dense(Xr, Mr, rr), (Xb, Mb, rb))
-    return total
+    return _sum_rows(_adjoint_dense, block, X, masks, r)
+
+
+def gates_forward(
+    X: Float[Array, "n d"], gates: Float[Array, "d p"], W: Float[Array, "p d *c"]
+) -> Float[Array, "n *c"]:
+    """ŷ = Σ_i D_i X w_i with D_i = diag(1[X g_i ≥ 0]) recomputed per row block (`gate_block`): no n×P masks.
+
+    Costs one more GEMM than `gated_forward`, X G beside X W. Returns predictions (n,) or (n, c).
+    """
+    block = gate_block(X.shape[0], gates.shape[1] * (1 + W.size // (W.shape[0] * W.shape[1])), X.dtype.itemsize)
+    return _map_rows(lambda x: _forward_dense(x, _patterns(x, gates), W), block, X)
+
+
+def gates_adjoint(
+    X: Float[Array, "n d"], gates: Float[Array, "d p"], r: Float[Array, "n *c"]
+) -> Float[Array, "p d *c"]:
+    """Aᵀ r = [Xᵀ D_i r]_i with D_i = diag(1[X g_i ≥ 0]) recomputed per row block (`gate_block`): no n×P masks.
+
+    Costs one more GEMM than `gated_adjoint`. Returns the block gradient (P, d) or (P, d, c).
+    """
+    block = gate_block(X.shape[0], gates.shape[1] * (1 + r.size // r.shape[0]), X.dtype.itemsize)
+    return _sum_rows(lambda x, r: _adjoint_dense(x, _patterns(x, gates), r), block, X, r)
+
+
+def masks_from_gates(X: Float[Array, "n d"], gates: Float[Array, "d p"]) -> Bool[Array, "n p"]:
+    """1[X g_i ≥ 0] for the given gates, built in row blocks (`gate_block`): n×P bool, no n×P float buffer."""
+    return _map_rows(lambda x: _patterns(x, gates), gate_block(X.shape[0], gates.shape[1], X.dtype.itemsize), X)
+
+
+def gates_row_sums(X: Float[Array, "n d"], gates: Float[Array, "d p"], s: Float[Array, " n"]) -> Float[Array, " p"]:
+    """Σ_j 1[x_j g_i ≥ 0] s_j for every gate, in row blocks (`gate_block`): Mᵀ s without the masks M."""
+    block = gate_block(X.shape[0], gates.shape[1], X.dtype.itemsize)
+    return _sum_rows(lambda x, s: jnp.matmul(s, _patterns(x, gates).astype(s.dtype), precision=PRECISION), block, X, s)
 
 
 def cone_residuals(

@@ -59,6 +59,8 @@ class Problem(eqx.Module):
         penalty: the block penalty Ω of λ Ω(W) (static): `convexnn.prox.GroupL2` (one group per pattern and
             output, the default) or `convexnn.prox.Nuclear` (one d×c block per pattern).
         pooled: for patches, the masked patch sums Z (n, P, h) that the gated maps use (`with_pooled`), or None.
+        gates: for rows (masks None), the gates G (d, P) whose patterns 1[X g_i ≥ 0] the gated maps recompute in
+            row blocks (`operators.gates_forward`), so that no n×P masks are stored; or None.
     """
 
     X: Float[Array, "n *k d"]
@@ -70,6 +72,7 @@ class Problem(eqx.Module):
     rescale_x: bool = eqx.field(static=True, default=True)
     penalty: prox.Penalty = eqx.field(static=True, default=prox.GroupL2())
     pooled: Float[Array, "n p d"] | None = None
+    gates: Float[Array, "d p"] | None = None
 
     @property
     def patches(self) -> bool:
@@ -78,7 +81,13 @@ class Problem(eqx.Module):
 
     @property
     def num_patterns(self) -> int:
-        return self.pooled.shape[1] if self.masks is None else self.masks.shape[-1]
+        if self.masks is not None:
+            return self.masks.shape[-1]
+        return self.gates.shape[1] if self.gates is not None else self.pooled.shape[1]
+
+    def mask_array(self) -> Bool[Array, "n *k p"]:
+        """The masks, rebuilt from the gates when only those are held (n×P bool: for maps that need them whole)."""
+        return self.masks if self.masks is not None else operators.masks_from_gates(self.X, self.gates)
 
     def residual_shape(self, q: int) -> tuple[int, ...]:
         """The shape of the cone residuals of q stacked blocks: (n, c, q), or (n, K, c, q) for patches."""
@@ -103,12 +112,16 @@ class Problem(eqx.Module):
         """A W = Σ_i D_i X w_i."""
         if self.pooled is not None:
             return operators.pooled_forward(self.pooled, W)
+        if self.gates is not None:
+            return operators.gates_forward(self.X, self.gates, W)
         return operators.gated_forward(self.X, self.masks, W)
 
     def adjoint(self, r: Float[Array, "n c"]) -> Float[Array, "p d c"]:
         """Aᵀ r = [Xᵀ D_i r]_i, added over the shards."""
         if self.pooled is not None:
             return row_total(operators.pooled_adjoint(self.pooled, r), self.rows)
+        if self.gates is not None:
+            return row_total(operators.gates_adjoint(self.X, self.gates, r), self.rows)
         return row_total(operators.gated_adjoint(self.X, self.masks, r), self.rows)
 
     # The loss over every real row.

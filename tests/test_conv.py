@@ -380,7 +380,7 @@ def test_gates_in_place_of_masks_give_the_same_solve():
     with pytest.raises(ValueError, match="gates"):
         cn.solve_gated(p.X, p.y, lam=lam, gates=p.gates[:-1])
     with pytest.raises(ValueError, match="patches"):
-        cn.solve_gated(p.X[:, 0, :], p.y, lam=lam, gates=p.gates)
+        cn.solve_gated(p.X[..., None], p.y, lam=lam, gates=p.gates)
 
 
 def test_cone_decomposition_of_a_convolutional_solution():

@@ -172,6 +172,24 @@ def test_row_blocked_operators_equal_one_piece(monkeypatch, n, c):
     np.testing.assert_allclose(operators.gated_adjoint(X, masks, R), dense_adj, rtol=1e-13, atol=1e-13)
 
 
+@pytest.mark.parametrize("c", [None, 2])
+@pytest.mark.parametrize("block", [None, 7])
+def test_operators_from_gates_equal_those_of_stored_masks(monkeypatch, block, c):
+    """Patterns recomputed from the gates in row blocks (7 rows and a remainder, or one piece): the same maps."""
+    monkeypatch.setattr(operators, "gate_block", lambda n, width, itemsize: block)
+    rng = np.random.default_rng(3)
+    X, gates = jnp.asarray(rng.standard_normal((30, 5))), jnp.asarray(rng.standard_normal((5, 6)))
+    masks = np.asarray(X) @ np.asarray(gates) >= 0
+    W = jnp.asarray(rng.standard_normal((6, 5) if c is None else (6, 5, c)))
+    r = jnp.asarray(rng.standard_normal((30,) if c is None else (30, c)))
+    np.testing.assert_array_equal(operators.masks_from_gates(X, gates), masks)
+    close = dict(rtol=1e-12, atol=1e-13)  # sums of O(1) terms: absolute rounding where they cancel
+    np.testing.assert_allclose(operators.gates_forward(X, gates, W), dense_forward(X, masks, W), **close)
+    np.testing.assert_allclose(operators.gates_adjoint(X, gates, r), dense_adjoint(X, masks, r), **close)
+    s = jnp.asarray(rng.standard_normal(30))
+    np.testing.assert_allclose(operators.gates_row_sums(X, gates, s), masks.T @ np.asarray(s), **close)
+
+
 def test_row_block_choice():
     assert operators.row_block(1000, 500, 4) is None  # too few rows to be worth splitting
     if jax.default_backend() == "cpu":

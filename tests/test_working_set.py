@@ -128,6 +128,21 @@ def test_patches_from_gates_on_working_sets():
     np.testing.assert_allclose(with_gates.objective, with_masks.objective, rtol=1e-9)
 
 
+@pytest.mark.parametrize("options", [ON, OFF], ids=["working sets", "all patterns"])
+def test_rows_from_gates_give_the_solve_of_stored_masks(options):
+    """solve_gated(X, y, lam=..., gates=G) for rows: the patterns recomputed by every product with X (and, on
+    working sets, the set's masks built from its gates) give the optimum of the stored masks, certified."""
+    p, lam, p_star = case("breast_cancer")
+    gates = jnp.asarray(np.random.default_rng(0).standard_normal((p.X.shape[1], 24)))
+    masks = cn.activation_masks(p.X, gates)
+    with_masks = cn.solve_gated(p.X, p.y, masks, lam, loss=p.loss, tol=1e-9, options=OFF)
+    with_gates = cn.solve_gated(p.X, p.y, lam=lam, gates=gates, loss=p.loss, tol=1e-9, options=options)
+    assert int(with_gates.status) == cn.Status.CONVERGED, with_gates.message
+    np.testing.assert_allclose(with_gates.objective, with_masks.objective, rtol=1e-8)
+    assert float(with_gates.gap) >= float(with_gates.objective) - float(with_masks.objective) - 1e-9
+    np.testing.assert_array_equal(with_gates.stats["screened"] & np.any(with_masks.weights != 0, axis=1), False)
+
+
 def test_gradients_match_the_solve_on_every_pattern():
     p, lam, _ = case("teacher-sparse")
 

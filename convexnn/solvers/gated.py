@@ -327,13 +327,14 @@ _solve_gated_jit = eqx.filter_jit(gated_core)
 
 
 def gated_from_gates(X, Y, gates, lam, W0, tol, max_iters, static: GatedStatic) -> Solution:
-    """The gated solve of patches X (n, K, h) whose patterns are recomputed from `gates` (h, P) in row blocks
-    (`operators.pool_patches_from_gates`): the (n, K, P) masks never exist."""
+    """The gated solve of X (n, d) or patches (n, K, h) whose patterns are recomputed from `gates` (d, P) in row
+    blocks: by the maps themselves for rows (`operators.gates_forward`), once into Z_i = Σ_k D_ik X_k for patches
+    (`operators.pool_patches_from_gates`). The n×P (n×K×P) masks never exist."""
     loss = static.loss
-    pooled = operators.pool_patches_from_gates(X, gates)
+    patches = X.ndim == 3
     problem = Problem(
         X=X, masks=None, y=Y, loss=loss, N=loss.normaliser(Y), rescale_x=static.rescale_x, penalty=static.penalty,
-        pooled=pooled,
+        pooled=operators.pool_patches_from_gates(X, gates) if patches else None, gates=None if patches else gates,
     )  # fmt: skip
     return dataclasses.replace(gated_program(problem, lam, W0, tol, max_iters, static), state=None)
 
@@ -417,8 +418,8 @@ def solve_gated(
             state (momentum, step size, polish phase), and `max_iters` counts from the first solve's start.
         polish: use the active-set Newton polish (turn off for plain R-FISTA).
         options: a `GatedOptions` (line search, polish, stall rule); None: the defaults.
-        gates: for patches X (n, K, h) on one device, the gates (h, P) in place of masks: the patterns are
-            recomputed in row blocks while Z_i = Σ_k D_ik X_k is built, so the (n, K, P) masks are never
+        gates: on one device, the gates (d, P) in place of masks: the patterns are recomputed in row blocks by
+            every product with X (for patches, once, while Z_i = Σ_k D_ik X_k is built), so no masks are
             stored (docs/scaling.md); the same solution as with `activation_masks(X, gates)`, not differentiable.
         verbose: print progress from inside the compiled loop every `verbose` iterations (True: every 100)
             and once at the end; off (False) by default. Static: changing it recompiles, never the result.
@@ -457,22 +458,24 @@ def solve_gated(
 
 
 def _solve_with_gates(X, y, masks, gates, lam, loss, penalty, tol, max_iters, init, polish, options, monitor):
-    """`solve_gated(X, y, lam=..., gates=G)` for patches: checked here, solved by `gated_from_gates`."""
+    """`solve_gated(X, y, lam=..., gates=G)`: checked here, solved by `gated_from_gates`."""
     if masks is not None:
         raise ValueError("give masks or gates, not both (gates= recomputes the masks in row blocks)")
-    if isinstance(X, RowSharded) or np.ndim(X) != 3:
+    if isinstance(X, RowSharded) or np.ndim(X) not in (2, 3):
         raise ValueError(
-            "gates= is for patches X (n, K, h) on one device (the masks are recomputed in row blocks); "
+            "gates= is for X (n, d) or patches (n, K, h) on one device (the masks are recomputed in row blocks); "
             f"pass masks otherwise; got X of shape {np.shape(X)}"
         )
     if isinstance(init, Solution):
         init = init.weights
-    one_pattern = np.zeros(np.shape(X)[:2] + (1,), bool)  # n·K bytes: prepare checks X, y and the numbers
+    one_pattern = np.zeros(np.shape(X)[:-1] + (1,), bool)  # n (n·K) bytes: prepare checks X, y and the numbers
     p = prepare("solve_gated", X, y, one_pattern, loss, lam=lam, tol=tol, max_iters=max_iters, default_max_iters=10_000)
     _, h, c = p.shape
     G = np.asarray(gates) if not isinstance(gates, jax.Array) else gates
     if G.ndim != 2 or G.shape[0] != h or G.shape[1] == 0 or not np.issubdtype(G.dtype, np.floating):
-        raise ValueError(f"gates must be a floating (h, P) array with h = {h}; got {G.dtype} of shape {G.shape}")
+        raise ValueError(
+            f"gates must be a floating (d, P) array, d = {h} (X's last axis); got {G.dtype} of shape {G.shape}"
+        )
     G = jnp.asarray(G, p.X.dtype)
     P = G.shape[1]
     W0 = jnp.zeros((P, h, c), p.X.dtype) if init is None else _validate.check_init(init, P, h, c, p.squeeze, p.X.dtype)

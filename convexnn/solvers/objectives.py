@@ -141,11 +141,12 @@ class GatedObjective(CompositeSmooth):
             adjoint = functools.partial(operators.pooled_adjoint, Z)
         else:
             X = p.X.astype(work)
-            M = p.masks.astype(work)
+            masks = p.mask_array()  # n×P bool: small beside the n² P this kernel costs to build
+            M = masks.astype(work)
             XX = jnp.matmul(X, X.T, precision=operators.PRECISION)
             T = XX[None] * jnp.einsum("np,pc,mp->cnm", M, a, M, precision=operators.PRECISION)
-            forward = functools.partial(operators.gated_forward, X, p.masks)
-            adjoint = functools.partial(operators.gated_adjoint, X, p.masks)
+            forward = functools.partial(operators.gated_forward, X, masks)
+            adjoint = functools.partial(operators.gated_adjoint, X, masks)
         f = jnp.sqrt(p.hessian_diagonal(img)).T.astype(work)  # (c, n)
         L = jnp.linalg.cholesky(jnp.eye(n, dtype=work)[None] + f[:, :, None] * T * f[:, None, :])
         cho = jax.vmap(lambda Lk, tk: jax.scipy.linalg.cho_solve((Lk, True), tk))

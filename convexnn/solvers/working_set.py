@@ -30,7 +30,7 @@ import jax.numpy as jnp
 from jax import lax
 from jaxtyping import Array, Bool, Int, Scalar
 
-from .. import certificates, progress, prox
+from .. import certificates, operators, progress, prox
 from .._units import Units
 from ..options import GatedOptions, WorkingSetOptions
 from ..problem import Problem
@@ -74,7 +74,11 @@ def _pattern_support(obj: GatedObjective, W: Array) -> Array:
 
 
 def restrict(problem: Problem, idx: Int[Array, " C"]) -> Problem:
-    """The problem on the patterns `idx` only (their masks, or their pooled patch sums, gathered in order)."""
+    """The problem on the patterns `idx` only (their masks, or their pooled patch sums, gathered in order). From
+    gates, the set's masks are built (n×C bool): its inner iterations then skip the gates' extra GEMM."""
+    if problem.gates is not None:
+        masks = operators.masks_from_gates(problem.X, jnp.take(problem.gates, idx, axis=1))
+        return dataclasses.replace(problem, masks=masks, gates=None)
     masks = None if problem.masks is None else jnp.take(problem.masks, idx, axis=-1)
     pooled = None if problem.pooled is None else jnp.take(problem.pooled, idx, axis=1)
     return dataclasses.replace(problem, masks=masks, pooled=pooled)
