@@ -44,7 +44,8 @@ def case(name: str):
 
 def test_capacities_grow_to_all_patterns():
     assert capacities(50, SETS) == (4, 16, 50)
-    assert capacities(8192, cn.WorkingSetOptions()) == (128, 512, 2048, 8192)
+    assert capacities(8192, cn.WorkingSetOptions()) == (128, 256, 512, 1024, 2048, 4096, 8192)
+    assert capacities(8192, cn.WorkingSetOptions(growth=4)) == (128, 512, 2048, 8192)
     assert capacities(100, cn.WorkingSetOptions()) == (100,)
 
 
