@@ -277,6 +277,7 @@ def parse_args(argv=None):
     p.add_argument("--composed", action="store_true", help="also time `composed_working_set` at each λ")
     p.add_argument("--adelie", default=None, help="python of adelie's environment: compare its path (`--part large`)")
     p.add_argument("--adelie-tols", type=lambda t: [float(x) for x in t.split(",")], default=[1e-10, 1e-12])
+    p.add_argument("--growth", type=int, default=None, help="WorkingSetOptions.growth of the working-set mode")
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
@@ -285,6 +286,8 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.growth is not None:
+        MODES["working sets"] = cn.GatedOptions(working_set=cn.WorkingSetOptions(min_patterns=1, growth=args.growth))
     machine.enable_x64()  # float32 data; float64 only where the solver asks for it
     desc, load0 = machine.start()
     sections = []

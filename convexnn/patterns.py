@@ -64,11 +64,11 @@ def activation_masks(X: ArrayLike, gates: ArrayLike) -> Bool[Array, "n *k p"]:
     def patterns(x):
         return jnp.matmul(x, gates, precision=jax.lax.Precision.HIGHEST) >= 0
 
-    if X.ndim == 2:
-        return patterns(X)
-    # Patches: images a few at a time, so the float product X G (n, K, P) never exists whole (only its bools).
-    images = max(1, (16 << 20) // max(1, X.shape[1] * gates.shape[1] * X.dtype.itemsize))
-    return jax.lax.map(patterns, X, batch_size=min(images, X.shape[0]))
+    # Rows (images) a few at a time, so the float product X G (n, P) or (n, K, P) never exists whole (only its
+    # bools): ~16 MiB of it at a time.
+    row_size = gates.shape[1] * X.dtype.itemsize * (X.shape[1] if X.ndim == 3 else 1)
+    rows = max(1, (16 << 20) // max(1, row_size))
+    return jax.lax.map(patterns, X, batch_size=max(1, min(rows, X.shape[0])))
 
 
 def deduplicate_masks(masks: ArrayLike, *, drop_empty: bool = False) -> tuple[Bool[Array, "n q"], Int[Array, " q"]]:
