@@ -128,7 +128,7 @@ class WorkingSetOptions(eqx.Module):
         min_patterns: the fewest patterns P at which `solve_gated` solves on working sets (below, on all P).
         capacity, growth: the static set sizes capacity · growth^k below P, then P. Each size is one more
             compiled stage; growth 2 keeps a set within twice the support it holds (at 20000×100, P = 8192, a
-            16-λ path took 218 s with growth 2 and 310 s with 4, whose small-λ end ran in sets of 2048 for 385
+            16-λ path took 214 s with growth 2 and 310 s with 4, whose small-λ end ran in sets of 2048 for 385
             non-zero patterns), at about twice the first call's compile time (benchmarks/results/working_sets.md).
         fill, hold: a stage hands over to the next when the non-zero patterns fill more than the fraction `fill`
             of its set; inside an inner solve, once they have done so for `hold` iterations in a row (the first
