@@ -93,9 +93,8 @@ def pattern_norms(problem: Problem) -> Float[Array, " p"]:
         frob2 = jnp.sum(jnp.square(problem.pooled), axis=(0, 2))
     elif problem.gates is not None:  # Σ_j m_ji ‖x_j‖², the patterns recomputed in row blocks
         frob2 = operators.gates_row_sums(problem.X, problem.gates, jnp.sum(jnp.square(problem.X), axis=1))
-    else:
-        spec = "nkp,nkd->p" if problem.patches else "np,nd->p"
-        frob2 = jnp.einsum(spec, problem.masks.astype(problem.X.dtype), jnp.square(problem.X))
+    else:  # Σ_j m_ji ‖x_j‖² over rows (and positions), in row blocks: no n×P float copy of the masks
+        frob2 = operators.mask_row_sums(problem.masks, jnp.sum(jnp.square(problem.X), axis=-1))
     return jnp.sqrt(row_total(frob2, problem.rows))
 
 

@@ -30,6 +30,7 @@ __all__ = [
     "gates_adjoint",
     "masks_from_gates",
     "gates_row_sums",
+    "mask_row_sums",
     "gate_block",
     "pooled_adjoint",
     "patch_rows",
@@ -261,6 +262,14 @@ def gates_adjoint(
 def masks_from_gates(X: Float[Array, "n d"], gates: Float[Array, "d p"]) -> Bool[Array, "n p"]:
     """1[X g_i ≥ 0] for the given gates, built in row blocks (`gate_block`): n×P bool, no n×P float buffer."""
     return _map_rows(lambda x: _patterns(x, gates), gate_block(X.shape[0], gates.shape[1], X.dtype.itemsize), X)
+
+
+def mask_row_sums(masks: Bool[Array, "n *k p"], s: Float[Array, "n *k"]) -> Float[Array, " p"]:
+    """Σ_j m_ji s_j over every row (and position) j, in row blocks on CPU (`row_block`): Mᵀ s with no float copy of
+    the masks."""
+    M, v = masks.reshape(-1, masks.shape[-1]), s.reshape(-1)
+    block = row_block(M.shape[0], M.shape[1], s.dtype.itemsize)
+    return _sum_rows(lambda m, v: jnp.sum(jnp.where(m, v[:, None], jnp.zeros((), v.dtype)), axis=0), block, M, v)
 
 
 def gates_row_sums(X: Float[Array, "n d"], gates: Float[Array, "d p"], s: Float[Array, " n"]) -> Float[Array, " p"]:

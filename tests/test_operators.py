@@ -188,6 +188,10 @@ def test_operators_from_gates_equal_those_of_stored_masks(monkeypatch, block, c)
     np.testing.assert_allclose(operators.gates_adjoint(X, gates, r), dense_adjoint(X, masks, r), **close)
     s = jnp.asarray(rng.standard_normal(30))
     np.testing.assert_allclose(operators.gates_row_sums(X, gates, s), masks.T @ np.asarray(s), **close)
+    monkeypatch.setattr(operators, "row_block", lambda n, width, itemsize: block)
+    np.testing.assert_allclose(operators.mask_row_sums(jnp.asarray(masks), s), masks.T @ np.asarray(s), **close)
+    patch_masks, patch_s = jnp.asarray(masks.reshape(10, 3, 6)), s.reshape(10, 3)  # (n, K, P) patches
+    np.testing.assert_allclose(operators.mask_row_sums(patch_masks, patch_s), masks.T @ np.asarray(s), **close)
 
 
 def test_row_block_choice():
