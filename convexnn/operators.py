@@ -91,7 +91,8 @@ def gate_block(n: int, width: int, itemsize: int) -> int | None:
 
 
 def _patterns(X: Float[Array, "n *k d"], gates: Float[Array, "d p"]) -> Bool[Array, "n *k p"]:
-    return jnp.matmul(X, gates.astype(X.dtype), precision=PRECISION) >= 0
+    """1[X g ≥ 0], the one home of the pattern rule, in the wider of X's and the gates' dtypes."""
+    return jnp.matmul(X, gates, precision=PRECISION) >= 0
 
 
 def _forward_dense(X, masks, W):
@@ -259,9 +260,11 @@ def gates_adjoint(
     return _sum_rows(lambda x, r: _adjoint_dense(x, _patterns(x, gates), r), block, X, r)
 
 
-def masks_from_gates(X: Float[Array, "n d"], gates: Float[Array, "d p"]) -> Bool[Array, "n p"]:
-    """1[X g_i ≥ 0] for the given gates, built in row blocks (`gate_block`): n×P bool, no n×P float buffer."""
-    return _map_rows(lambda x: _patterns(x, gates), gate_block(X.shape[0], gates.shape[1], X.dtype.itemsize), X)
+def masks_from_gates(X: Float[Array, "n *k d"], gates: Float[Array, "d p"]) -> Bool[Array, "n *k p"]:
+    """1[X g_i ≥ 0] for the given gates (per row, or per row and position for patches), built in row blocks
+    (`gate_block`): n×P (n×K×P) bools, no float buffer of that size."""
+    width = gates.shape[1] * (X.shape[1] if X.ndim == 3 else 1)
+    return _map_rows(lambda x: _patterns(x, gates), gate_block(X.shape[0], width, X.dtype.itemsize), X)
 
 
 def mask_row_sums(masks: Bool[Array, "n *k p"], s: Float[Array, "n *k"]) -> Float[Array, " p"]:

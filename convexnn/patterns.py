@@ -13,6 +13,8 @@ import numpy as np
 from jax.typing import ArrayLike, DTypeLike
 from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 
+from . import operators
+
 __all__ = ["sample_gates", "activation_masks", "deduplicate_masks", "enumerate_masks"]
 
 
@@ -60,15 +62,7 @@ def activation_masks(X: ArrayLike, gates: ArrayLike) -> Bool[Array, "n *k p"]:
         raise ValueError(f"X must be a 2-D (n, d) array or patches (n, K, h); got shape {X.shape}")
     if gates.ndim != 2 or gates.shape[0] != X.shape[-1]:
         raise ValueError(f"gates must be (d, P) with d = {X.shape[-1]}; got shape {gates.shape}")
-
-    def patterns(x):
-        return jnp.matmul(x, gates, precision=jax.lax.Precision.HIGHEST) >= 0
-
-    # Rows (images) a few at a time, so the float product X G (n, P) or (n, K, P) never exists whole (only its
-    # bools): ~16 MiB of it at a time.
-    row_size = gates.shape[1] * X.dtype.itemsize * (X.shape[1] if X.ndim == 3 else 1)
-    rows = max(1, (16 << 20) // max(1, row_size))
-    return jax.lax.map(patterns, X, batch_size=max(1, min(rows, X.shape[0])))
+    return operators.masks_from_gates(X, gates)
 
 
 def deduplicate_masks(masks: ArrayLike, *, drop_empty: bool = False) -> tuple[Bool[Array, "n q"], Int[Array, " q"]]:
