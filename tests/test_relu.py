@@ -145,6 +145,23 @@ def test_float32_al_stalls_with_its_best_point_instead_of_running_on():
     assert float(sol.objective) - p_star <= float(sol.gap)
 
 
+def test_float32_al_stalled_above_constraint_tol_returns_its_nearest_point_not_the_start():
+    """Here the float32 AL's violation stalls at ~2.5e-6, above the default constraint_tol 1e-6, from its first
+    outer step on: no point but the zero start lies within constraint_tol. Stopped short, it used to hand back
+    that start (zero weights, gap 2.0). It must hand back the point nearest to meeting both tolerances: the
+    float64 optimum to float32 accuracy, with an honest gap."""
+    p64 = helpers.teacher(n=150, d=8, P=24, seed=1)
+    p = helpers.teacher(n=150, d=8, P=24, seed=1, dtype=jnp.float32)
+    lam = 0.3 * float(cn.lam_max(p.X, p.y, p.masks, model="relu"))
+    p_star = helpers.relu_optimum(p64, lam)
+    sol = cn.solve_relu(p.X, p.y, p.masks, lam)
+    assert int(sol.status) in (cn.Status.STALLED, cn.Status.CONVERGED), sol
+    assert all(float(jnp.abs(w).max()) > 0 for w in sol.weights)
+    assert float(sol.violation) <= 1e-4
+    assert abs(float(sol.objective) - p_star) <= 1e-4 * p_star
+    assert 0 <= float(sol.gap) and float(sol.objective) - p_star <= float(sol.gap)
+
+
 @pytest.mark.parametrize("method", ["al", "admm"])
 def test_gap_of_an_infeasible_point_bounds_its_relaxed_program(method):
     """Stopped early, a solver hands back a point that violates its cones, here (AL) one whose objective lies below

@@ -27,7 +27,7 @@ from typing import NamedTuple
 
 import equinox as eqx
 import jax.numpy as jnp
-from jaxtyping import Array, Int, Scalar
+from jaxtyping import Array, Bool, Int, Scalar
 
 from .. import progress
 from .._units import Units
@@ -56,6 +56,8 @@ class _Point(NamedTuple):
 class ALState(NamedTuple):
     point: _Point  # the last outer step's result
     best: _Point  # the smallest gap among the points within constraint_tol (gap inf: none yet)
+    nearest: _Point  # the finite point nearest to meeting the rule (`ReluRule.distance`)
+    improved: Bool[Array, ""]  # an outer step's point became `best`: one within constraint_tol beat the start
     gamma: Array  # multipliers of R ≥ 0, (n, c, 2P)
     rho: Scalar
     inner_tol: Scalar
@@ -115,6 +117,8 @@ def _initial(problem: Problem, lam, W0, rule: ReluRule, opts: ALOptions) -> ALSt
     return ALState(
         point=start,
         best=best0,
+        nearest=start,
+        improved=jnp.zeros((), bool),
         gamma=gamma0,
         rho=jnp.minimum(jnp.asarray(opts.rho0 / problem.N, dtype), rho_max),
         inner_tol=jnp.maximum(rule.tol, jnp.asarray(opts.inner_tol0, dtype)),
@@ -148,7 +152,9 @@ def _outer_step(problem, lam, s: ALState, rule: ReluRule, max_iters, polish: boo
     priced = (point.price > 0.5 * rule.tol * jnp.maximum(1, jnp.abs(point.objective))) & (point.price > 0.5 * point.gap)
     slow = (point.violation > opts.shrink * s.violation) & ((point.violation > rule.constraint_tol) | priced)
     candidate = finite & rule.feasible(point.violation)
-    best = select(candidate & (point.gap < s.best.gap), point, s.best)
+    better = candidate & (point.gap < s.best.gap)
+    best = select(better, point, s.best)
+    nearest = select(_distance(rule, point) < _distance(rule, s.nearest), point, s.nearest)
     low_objective = jnp.where(candidate, jnp.minimum(s.low_objective, point.objective), s.low_objective)
 
     outer_steps = s.outer_steps + 1
@@ -164,6 +170,8 @@ def _outer_step(problem, lam, s: ALState, rule: ReluRule, max_iters, polish: boo
     return ALState(
         point=point,
         best=best,
+        nearest=nearest,
+        improved=s.improved | better,
         gamma=gamma,
         rho=jnp.where(slow, jnp.minimum(opts.growth * s.rho, rho_max), s.rho),
         # Down to tol/10, and below it while the exact gap does not follow: once the multipliers' updates
@@ -186,6 +194,10 @@ def _read(s: ALState) -> dict:
 
 def _met(rule: ReluRule, p: _Point):
     return rule.met(p.objective, p.gap, p.violation)
+
+
+def _distance(rule: ReluRule, p: _Point):
+    return jnp.where(_finite(p), rule.distance(p.objective, p.gap, p.violation), jnp.inf)
 
 
 def _finite(p: _Point):
@@ -212,7 +224,8 @@ def solve_relu_al(
     not moved beyond rounding, and the violation has not halved (float32 reaches such a floor: the multipliers
     carry ρ × the rounding of X W); MAX_ITERS when the budget runs out; NONFINITE on divergence (the last
     finite point). When it stops short, the state's point is the best within `constraint_tol` (smallest
-    gap), if any was found, else the last.
+    gap) if an outer step found one better than the start, else the finite point nearest to meeting `rule`
+    (smallest `ReluRule.distance`).
 
     With a `monitor` (static), reports after outer steps (every `monitor.every` iterations) and at the end,
     in the user's units when the problem was rescaled by `units` (ρ has none: it is the same in both).
@@ -223,9 +236,12 @@ def solve_relu_al(
         s0 = state._replace(status=jnp.where(_met(rule, state.point), Status.CONVERGED, RUNNING).astype(jnp.int32))
 
     def finish(out: ALState) -> ALState:
-        # Stopped short of the tolerances: hand back the best point within constraint_tol, when there is one.
+        # Stopped short of the tolerances: hand back the best point within constraint_tol that improved on the
+        # start, else the point nearest to meeting both (a float32 solve whose violation stalls just above
+        # constraint_tol would otherwise return its zero start, which always lies within it).
         short = (out.status == Status.MAX_ITERS) | (out.status == Status.STALLED)
-        return out._replace(point=select(short & jnp.isfinite(out.best.gap), out.best, out.point))
+        chosen = select(out.improved, out.best, out.nearest)
+        return out._replace(point=select(short, chosen, out.point))
 
     return iterate(
         lambda s: _outer_step(problem, lam, s, rule, max_iters, polish, opts),
