@@ -253,11 +253,16 @@ def run_adelie(X, y, masks, lams, ours: dict, args) -> list[str]:
         np.savez(problem, X=np.asarray(x64[0]), y=np.asarray(x64[1]), masks=np.asarray(masks), lams=np.asarray(lams64))
         script = Path(__file__).with_name("adelie_path.py")
         for tol in args.adelie_tols:
-            subprocess.run([args.adelie, str(script), str(problem), str(result), "--tol", f"{tol:g}"], check=True)
-            out = np.load(result)
-            rows.append(
-                (f"adelie float64, tol {tol:g}", fmt_time(float(out["seconds"])), f"{excess(out['weights']):.2g}")
-            )
+            command = [args.adelie, str(script), str(problem), str(result), "--tol", f"{tol:g}"]
+            try:
+                subprocess.run(command, check=True, timeout=args.adelie_timeout)
+            except subprocess.TimeoutExpired:
+                rows.append((f"adelie float64, tol {tol:g}", f"> {args.adelie_timeout:g} s (stopped)", "no answer"))
+            else:
+                out = np.load(result)
+                rows.append(
+                    (f"adelie float64, tol {tol:g}", fmt_time(float(out["seconds"])), f"{excess(out['weights']):.2g}")
+                )
             log(f"  adelie tol {tol:g}: {rows[-1]}")
     head = ("solver", "time (one run)", "worst excess over the path")
     return ["", f"adelie on the same 16-λ path, P = {masks.shape[1]}:", "", *table(head, rows), ""]
@@ -277,6 +282,7 @@ def parse_args(argv=None):
     p.add_argument("--composed", action="store_true", help="also time `composed_working_set` at each λ")
     p.add_argument("--adelie", default=None, help="python of adelie's environment: compare its path (`--part large`)")
     p.add_argument("--adelie-tols", type=lambda t: [float(x) for x in t.split(",")], default=[1e-10, 1e-12])
+    p.add_argument("--adelie-timeout", type=float, default=None, help="seconds before an adelie run is stopped")
     p.add_argument("--growth", type=int, default=None, help="WorkingSetOptions.growth of the working-set mode")
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)
