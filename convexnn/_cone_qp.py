@@ -14,7 +14,7 @@ from jaxtyping import Array
 
 from . import operators
 
-__all__ = ["cone_qp"]
+__all__ = ["cone_qp", "cone_qp_with_multipliers"]
 
 
 def cone_qp(X: Array, s: Array, c: Array, a: Array, iterations: int = 40) -> Array:
@@ -23,6 +23,11 @@ def cone_qp(X: Array, s: Array, c: Array, a: Array, iterations: int = 40) -> Arr
     With a = 0 this is the projection of c onto the cone {u : s ⊙ X u ≥ 0}. Starts anywhere (infeasible
     start); 40 iterations reach ~1e-10 relative in float64.
     """
+    return cone_qp_with_multipliers(X, s, c, a, iterations)[0]
+
+
+def cone_qp_with_multipliers(X: Array, s: Array, c: Array, a: Array, iterations: int = 40) -> tuple[Array, Array]:
+    """`cone_qp`'s solution u and its multipliers μ ≥ 0 (n): u = c + Xᵀ (s ⊙ μ), μ ⊙ (s ⊙ X u − a) = 0."""
     dtype = X.dtype
     m = a.shape[0]
 
@@ -54,5 +59,5 @@ def cone_qp(X: Array, s: Array, c: Array, a: Array, iterations: int = 40) -> Arr
     u0 = c
     t0 = jnp.maximum(s * jnp.matmul(X, u0, precision=operators.PRECISION) - a, 1.0)
     mu0 = jnp.ones_like(t0)
-    u, _, _ = lax.fori_loop(0, iterations, body, (u0, t0, mu0))
-    return u
+    u, _, mu = lax.fori_loop(0, iterations, body, (u0, t0, mu0))
+    return u, mu

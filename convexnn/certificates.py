@@ -25,7 +25,7 @@ from jaxtyping import Array, Bool, Float, Scalar
 
 from . import _validate, operators, prox
 from . import losses as _losses
-from ._cone_qp import cone_qp
+from ._cone_qp import cone_qp_with_multipliers
 from ._mesh import check_sharded
 from ._rows import Rows, loss_kwargs, row_max, row_total
 from ._units import target_scale
@@ -45,6 +45,7 @@ __all__ = [
     "ReluRule",
     "lam_max",
     "relu_lam_max",
+    "cone_scores",
     "relu_nuclear_lam_max",
     "objective_unit",
 ]
@@ -224,6 +225,19 @@ def relu_lam_max(X: Float[Array, "n d"], masks: Bool[Array, "n p"], AtG: Float[A
 
 def _cone_projections(X: Float[Array, "n d"], masks: Bool[Array, "n p"], AtG: Float[Array, "p d c"]) -> Array:
     """‖Π_{K_i}(∓ a_ik)‖ for every block i, output k and sign (2, P, c), a_ik = AtG[i, :, k]."""
+    return cone_scores(X, masks, AtG)[0]
+
+
+def cone_scores(
+    X: Float[Array, "n d"], masks: Bool[Array, "n p"], AtG: Float[Array, "p d c"]
+) -> tuple[Float[Array, "2 p c"], Float[Array, "n c q"]]:
+    """The exact program's test of zero blocks: ‖Π_{K_i}(∓a_ik)‖ (2, P, c), a = AtG = Xᵀ D_i ∇L, and multipliers Γ.
+
+    Zero is optimal for u_ik iff ‖Π_{K_i}(−a_ik)‖ ≤ λ, for v_ik iff ‖Π_{K_i}(a_ik)‖ ≤ λ (`relu_lam_max`). With
+    B_i = s_i ⊙ X, Π_{K_i}(−a) = −a + B_iᵀ μ for the projection's multipliers μ ≥ 0 (`cone_qp_with_multipliers`),
+    so Γ = [μ⁺; μ⁻] (n, c, 2P), blocks as in `Problem.residual_shape`, makes the relaxed dual's
+    H = Kᵀ(∇L, −Γ) (`relu_duality_gap`) exactly as long as those projections on every block.
+    """
     P, d, c = AtG.shape
     signs = jnp.where(masks, 1.0, -1.0).astype(X.dtype)
     zero = jnp.zeros((X.shape[0],), X.dtype)
@@ -231,13 +245,14 @@ def _cone_projections(X: Float[Array, "n d"], masks: Bool[Array, "n p"], AtG: Fl
     def block(args):
         i, k = args
         a = AtG[i, :, k]
-        up = cone_qp(X, signs[:, i], -a, zero)
-        down = cone_qp(X, signs[:, i], a, zero)
-        return jnp.stack([jnp.linalg.norm(up), jnp.linalg.norm(down)])
+        up, mu_up = cone_qp_with_multipliers(X, signs[:, i], -a, zero)
+        down, mu_down = cone_qp_with_multipliers(X, signs[:, i], a, zero)
+        return jnp.stack([jnp.linalg.norm(up), jnp.linalg.norm(down)]), jnp.stack([mu_up, mu_down])
 
     idx_i, idx_k = jnp.meshgrid(jnp.arange(P), jnp.arange(c), indexing="ij")
-    norms = lax.map(block, (idx_i.reshape(-1), idx_k.reshape(-1)), batch_size=min(P * c, 16))
-    return jnp.moveaxis(norms.reshape(P, c, 2), 2, 0)
+    norms, mu = lax.map(block, (idx_i.reshape(-1), idx_k.reshape(-1)), batch_size=min(P * c, 16))
+    gamma = jnp.transpose(mu.reshape(P, c, 2, -1), (3, 1, 2, 0)).reshape(-1, c, 2 * P)
+    return jnp.moveaxis(norms.reshape(P, c, 2), 2, 0), gamma
 
 
 def relu_nuclear_lam_max(X: Float[Array, "n d"], masks: Bool[Array, "n p"], AtG: Float[Array, "p d c"]) -> Scalar:

@@ -192,6 +192,9 @@ class ALOptions(eqx.Module):
             whatever `rebuild_preconditioner` says (the hinge's active rows change between steps; a stale one
             cost CG twice the iterations on diabetes 300×10×60, λ = 1e-2: 10 142 against 4 558). Elsewhere it
             is block Jacobi, built once per polish (a build costs tens of CG steps and rebuilding saved none).
+        working_set: a `WorkingSetOptions` to solve on working sets from `min_patterns` patterns on
+            (`convexnn.solvers.relu_working_set`: the AL on a gathered set, zero blocks certified by cone
+            projections; rows of one device and the group penalty; not resumable), or None (off, the default).
     """
 
     rho0: float = 100.0
@@ -202,9 +205,12 @@ class ALOptions(eqx.Module):
     shrink: float = 0.25
     inner_tol0: float = 1e-3
     subproblem: GatedOptions = GatedOptions(polish=PolishOptions(newton=NewtonOptions(rebuild_preconditioner=False)))
+    working_set: WorkingSetOptions | None = None
 
     def __check_init__(self):
         _check("rho0", self.rho0, low=0, low_open=True)
+        if self.working_set is not None:
+            _check_kind("working_set", self.working_set, WorkingSetOptions)
         _check("growth", self.growth, low=1)
         _check("rho_max_eps", self.rho_max_eps, low=0, low_open=True)
         _check("stall_window", self.stall_window, low=1, integer=True)

@@ -51,6 +51,7 @@ def test_a_bad_value_is_refused_when_built(build, field):
         (lambda: cn.GatedOptions(working_set=cn.StallOptions()), "working_set"),
         (lambda: cn.WorkingSetOptions(growth=2.5), "growth"),
         (lambda: cn.ALOptions(subproblem=cn.PolishOptions()), "subproblem"),
+        (lambda: cn.ALOptions(working_set=cn.StallOptions()), "working_set"),
         (lambda: cn.ADMMOptions(split_loss="auto"), "split_loss"),
     ],
 )

@@ -40,7 +40,7 @@ from .fista import rounding_scale
 from .gated import solve_composite
 from .objectives import AugmentedLagrangianObjective
 
-__all__ = ["ALState", "solve_relu_al"]
+__all__ = ["ALState", "initial_state", "solve_relu_al"]
 
 
 class _Point(NamedTuple):
@@ -107,9 +107,11 @@ def _rho_max(problem: Problem, opts: ALOptions, dtype) -> Scalar:
     return jnp.asarray(opts.rho_max_eps / (problem.N * jnp.finfo(dtype).eps), dtype)
 
 
-def _initial(problem: Problem, lam, W0, rule: ReluRule, opts: ALOptions) -> ALState:
+def initial_state(problem: Problem, lam, W0, rule: ReluRule, opts: ALOptions, gamma0=None, rho0=None) -> ALState:
+    """The AL's state at W0, with multipliers `gamma0` (default zero) and penalty `rho0` (default rho0/N): what
+    `solve_relu_al(state=...)` starts from (working sets hand their multipliers on from one set to the next)."""
     dtype = W0.dtype
-    gamma0 = jnp.zeros(problem.residual_shape(W0.shape[0]), dtype)
+    gamma0 = jnp.zeros(problem.residual_shape(W0.shape[0]), dtype) if gamma0 is None else gamma0
     rho_max = _rho_max(problem, opts, dtype)
     inf = jnp.asarray(jnp.inf, dtype)
     start = _measure(problem, lam, W0, gamma0)
@@ -120,7 +122,7 @@ def _initial(problem: Problem, lam, W0, rule: ReluRule, opts: ALOptions) -> ALSt
         nearest=start,
         improved=jnp.zeros((), bool),
         gamma=gamma0,
-        rho=jnp.minimum(jnp.asarray(opts.rho0 / problem.N, dtype), rho_max),
+        rho=jnp.minimum(jnp.asarray(opts.rho0 / problem.N, dtype) if rho0 is None else rho0, rho_max),
         inner_tol=jnp.maximum(rule.tol, jnp.asarray(opts.inner_tol0, dtype)),
         iterations=jnp.zeros((), jnp.int32),
         outer_steps=jnp.zeros((), jnp.int32),
@@ -231,7 +233,7 @@ def solve_relu_al(
     in the user's units when the problem was rescaled by `units` (ρ has none: it is the same in both).
     """
     if state is None:
-        s0 = _initial(problem, lam, W0, rule, opts)
+        s0 = initial_state(problem, lam, W0, rule, opts)
     else:  # a stopped solve goes on from its carry (multipliers, ρ, subproblem tolerance, stall window)
         s0 = state._replace(status=jnp.where(_met(rule, state.point), Status.CONVERGED, RUNNING).astype(jnp.int32))
 

@@ -25,6 +25,7 @@ from ..solution import Solution
 from ._nondiff import not_differentiable
 from .admm import ADMMState, solve_relu_admm
 from .augmented_lagrangian import ALState, solve_relu_al
+from .relu_working_set import solve_relu_working_set
 
 __all__ = ["solve_relu", "relu_program", "ReluStatic", "check_relu_method"]
 
@@ -69,7 +70,13 @@ def relu_program(problem: Problem, lam, W0, tol, constraint_tol, max_iters, stat
     problem, units = problem.in_units()
     lam_s, W0 = units.lam_in(lam), units.weights_in(W0)
     args = (problem, lam_s, W0, ReluRule(tol, constraint_tol), max_iters)
-    if static.method == "al":
+    if static.method == "al" and state is None and _on_working_sets(problem, static.options):
+        s = solve_relu_working_set(
+            *args, polish=static.polish, opts=static.options, working_set=static.options.working_set,
+            monitor=static.monitor, units=units,
+        )  # fmt: skip
+        stats = {"outer_steps": s.outer_steps, "rho": s.rho, "capacity": s.capacity}
+    elif static.method == "al":
         s = solve_relu_al(
             *args, polish=static.polish, opts=static.options, monitor=static.monitor, units=units, state=state
         )
@@ -99,6 +106,19 @@ def relu_program(problem: Problem, lam, W0, tol, constraint_tol, max_iters, stat
         stats=stats,
         state=s,
         penalty=problem.penalty.name,
+    )
+
+
+def _on_working_sets(problem: Problem, options: ALOptions) -> bool:
+    """Static: the AL's working sets apply (asked for, enough patterns, rows of one device, the group penalty)."""
+    sets = options.working_set
+    return (
+        sets is not None
+        and problem.num_patterns >= sets.min_patterns
+        and not problem.patches
+        and problem.rows is None
+        and problem.masks is not None
+        and isinstance(problem.penalty, prox.GroupL2)
     )
 
 
@@ -180,7 +200,11 @@ def solve_relu(
         polish: use the Newton polish inside the AL subproblems; for ADMM, try its active-set polish
             (`admm_polish`) every so often and stop once the certificate accepts the polished point.
         options: the method's options object, an `ALOptions` (method="al") or an `ADMMOptions`
-            (method="admm"); None: the defaults.
+            (method="admm"); None: the defaults. `ALOptions(working_set=WorkingSetOptions(...))` solves on
+            working sets (`convexnn.solvers.relu_working_set`; rows of one device, the group penalty): the AL on a
+            gathered set of patterns, every zero block outside it certified by its cone projection, the gap the
+            whole program's; `stats["capacity"]` is the last set's size (off by default: measured in
+            benchmarks/results/relu_support.md).
         admm_options: an `ADMMOptions` for method="admm" (the same as options=).
         verbose, callback: progress from inside the compiled loop, as in `solve_gated`: after AL outer
             steps or ADMM steps, at the first iterate past every `verbose` iterations (True: 100), and
