@@ -24,7 +24,6 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import jax.numpy as jnp
-from jax import lax
 from jaxtyping import Array, Int, Scalar
 
 from .. import certificates, progress
@@ -34,7 +33,7 @@ from ..options import ALOptions, WorkingSetOptions
 from ..problem import Problem
 from ..solution import RUNNING, Status
 from .augmented_lagrangian import initial_state, solve_relu_al
-from .working_set import capacities, restrict
+from .working_set import restrict, run_stages
 
 __all__ = ["ReluOuterState", "solve_relu_working_set"]
 
@@ -105,59 +104,56 @@ def solve_relu_working_set(
     )  # fmt: skip
     report = progress.reporter(monitor, lam, units, _read)
 
-    for C in capacities(P, working_set):
+    def going(s: ReluOuterState, C: int):
         full = C == P
+        room = full | (s.stage_steps < working_set.stage_steps)
+        return (s.status == RUNNING) & (s.iterations < max_iters) & room
 
-        def going(s: ReluOuterState, full=full):
-            room = full | (s.stage_steps < working_set.stage_steps)
-            return (s.status == RUNNING) & (s.iterations < max_iters) & room
+    def outer(s: ReluOuterState, C: int) -> ReluOuterState:
+        full = C == P
+        if full:
+            idx, sub = jnp.arange(P), problem
+        else:
+            # weighted patterns first (largest first), then the zero ones by their cone score
+            weight = _pattern_weights(s.W, P)
+            priority = jnp.where(weight > 0, jnp.inf, s.scores)
+            order = jnp.lexsort((-weight, -priority))
+            idx = jnp.sort(order[:C])
+            sub = restrict(problem, idx)
+        W_S = jnp.concatenate([s.W[idx], s.W[P + idx]])
+        loose = jnp.maximum(rule.tol, working_set.inner_tol * s.gap / jnp.maximum(1, jnp.abs(s.objective)))
+        inner_rule = rule if full else rule._replace(tol=loose)
+        # The multipliers go on from the last certificate (the AL's on the old set, the projections' elsewhere);
+        # ρ starts afresh: handed on, it grew tenfold with every set.
+        gamma_S = jnp.concatenate([s.gamma[..., idx], s.gamma[..., P + idx]], axis=-1)
+        start = initial_state(sub, lam, W_S, inner_rule, opts, gamma0=gamma_S)
+        budget = max_iters - s.iterations
+        inner = solve_relu_al(sub, lam, W_S, inner_rule, budget, polish=polish, opts=opts, state=start)
+        W = jnp.zeros_like(s.W).at[idx].set(inner.W[:C]).at[P + idx].set(inner.W[C:])
+        objective, gap, violation, scores, gamma = _whole_point(problem, lam, W, inner.gamma, idx)
+        if full:  # the AL on every pattern: its own certificate and status are the answer
+            objective, gap, violation = inner.objective, inner.gap, inner.violation
+        status = jnp.where(rule.met(objective, gap, violation), Status.CONVERGED, RUNNING)
+        status = jnp.where(inner.status == Status.NONFINITE, Status.NONFINITE, status)
+        if full:
+            status = jnp.where(status == RUNNING, inner.status, status)
+        # The set met its loose tolerance at once and the whole gap did not move: the violators do not fit in
+        # this set (its weighted patterns fill it), so the next, larger one takes over.
+        stuck = (inner.iterations <= 1) & (gap >= s.gap)
+        stage_steps = jnp.where(stuck, working_set.stage_steps, s.stage_steps + 1)
+        new = ReluOuterState(
+            W=W, objective=objective, gap=gap, violation=violation, scores=scores, gamma=gamma, rho=inner.rho,
+            iterations=s.iterations + inner.iterations + 1, outer_steps=s.outer_steps + 1,
+            capacity=jnp.asarray(C, jnp.int32), stage_steps=stage_steps, status=status.astype(jnp.int32),
+        )  # fmt: skip
+        if report is not None:
+            report(new, since=s.iterations, when=new.status == RUNNING)
+        return new
 
-        def outer(s: ReluOuterState, C=C, full=full) -> ReluOuterState:
-            if full:
-                idx, sub = jnp.arange(P), problem
-            else:
-                # weighted patterns first (largest first), then the zero ones by their cone score
-                weight = _pattern_weights(s.W, P)
-                priority = jnp.where(weight > 0, jnp.inf, s.scores)
-                order = jnp.lexsort((-weight, -priority))
-                idx = jnp.sort(order[:C])
-                sub = restrict(problem, idx)
-            W_S = jnp.concatenate([s.W[idx], s.W[P + idx]])
-            loose = jnp.maximum(rule.tol, working_set.inner_tol * s.gap / jnp.maximum(1, jnp.abs(s.objective)))
-            inner_rule = rule if full else rule._replace(tol=loose)
-            # The multipliers go on from the last certificate (the AL's on the old set, the projections' elsewhere);
-            # ρ starts afresh: handed on, it grew tenfold with every set.
-            gamma_S = jnp.concatenate([s.gamma[..., idx], s.gamma[..., P + idx]], axis=-1)
-            start = initial_state(sub, lam, W_S, inner_rule, opts, gamma0=gamma_S)
-            budget = max_iters - s.iterations
-            inner = solve_relu_al(sub, lam, W_S, inner_rule, budget, polish=polish, opts=opts, state=start)
-            W = jnp.zeros_like(s.W).at[idx].set(inner.W[:C]).at[P + idx].set(inner.W[C:])
-            objective, gap, violation, scores, gamma = _whole_point(problem, lam, W, inner.gamma, idx)
-            if full:  # the AL on every pattern: its own certificate and status are the answer
-                objective, gap, violation = inner.objective, inner.gap, inner.violation
-            status = jnp.where(rule.met(objective, gap, violation), Status.CONVERGED, RUNNING)
-            status = jnp.where(inner.status == Status.NONFINITE, Status.NONFINITE, status)
-            if full:
-                status = jnp.where(status == RUNNING, inner.status, status)
-            # The set met its loose tolerance at once and the whole gap did not move: the violators do not fit in
-            # this set (its weighted patterns fill it), so the next, larger one takes over.
-            stuck = (inner.iterations <= 1) & (gap >= s.gap)
-            stage_steps = jnp.where(stuck, working_set.stage_steps, s.stage_steps + 1)
-            new = ReluOuterState(
-                W=W, objective=objective, gap=gap, violation=violation, scores=scores, gamma=gamma, rho=inner.rho,
-                iterations=s.iterations + inner.iterations + 1, outer_steps=s.outer_steps + 1,
-                capacity=jnp.asarray(C, jnp.int32), stage_steps=stage_steps, status=status.astype(jnp.int32),
-            )  # fmt: skip
-            if report is not None:
-                report(new, since=s.iterations, when=new.status == RUNNING)
-            return new
+    def restart(s: ReluOuterState) -> ReluOuterState:
+        return s._replace(stage_steps=zero)
 
-        state = lax.while_loop(going, outer, state._replace(stage_steps=zero))
-
-    state = state._replace(status=jnp.where(state.status == RUNNING, Status.MAX_ITERS, state.status).astype(jnp.int32))
-    if report is not None:
-        report(state, status=state.status)
-    return state
+    return run_stages(P, working_set, state, going, outer, restart, report)
 
 
 def _read(s: ReluOuterState) -> dict:

@@ -24,6 +24,7 @@ zero at every optimum (`certificates.safe_zero`) come last.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import NamedTuple
 
 import jax.numpy as jnp
@@ -38,7 +39,7 @@ from ..solution import RUNNING, Status
 from .fista import FistaState, status_at
 from .objectives import GatedObjective
 
-__all__ = ["capacities", "solve_working_set", "OuterState"]
+__all__ = ["capacities", "run_stages", "solve_working_set", "OuterState"]
 
 
 def capacities(P: int, options: WorkingSetOptions) -> tuple[int, ...]:
@@ -48,6 +49,17 @@ def capacities(P: int, options: WorkingSetOptions) -> tuple[int, ...]:
         sizes.append(C)
         C *= options.growth
     return (*sizes, P)
+
+
+def run_stages(P: int, options: WorkingSetOptions, state, going, outer, restart, report):
+    """The outer loop over the ladder's set sizes C (static, `capacities`): at each, `outer(s, C)` while
+    `going(s, C)`, from `restart(s)`; then a state still RUNNING is MAX_ITERS, reported once."""
+    for C in capacities(P, options):
+        state = lax.while_loop(functools.partial(going, C=C), functools.partial(outer, C=C), restart(state))
+    state = state._replace(status=jnp.where(state.status == RUNNING, Status.MAX_ITERS, state.status).astype(jnp.int32))
+    if report is not None:
+        report(state, status=state.status)
+    return state
 
 
 class OuterState(NamedTuple):
@@ -131,61 +143,58 @@ def solve_working_set(
         """A fraction of the whole program's relative gap now, at least of tol: loose while violators abound."""
         return working_set.inner_tol * jnp.maximum(tol, s.gap / jnp.maximum(1, jnp.abs(s.objective)))
 
-    for C in capacities(P, working_set):
+    def fits(s: OuterState, C: int):
         full, limit = C == P, int(working_set.fill * C)
+        # A stage starts if its set can hold the non-zero patterns (a warm start's may not), and goes on until
+        # an inner solve fills it or `stage_steps` outer steps have passed.
+        starts = (s.stage_steps > 0) | (jnp.sum(_pattern_support(obj, s.W)) <= limit)
+        room = full | (starts & ~s.filled & (s.stage_steps < working_set.stage_steps))
+        return (s.status == RUNNING) & (s.iterations < max_iters) & room
 
-        def fits(s: OuterState, full=full, limit=limit):
-            # A stage starts if its set can hold the non-zero patterns (a warm start's may not), and goes on until
-            # an inner solve fills it or `stage_steps` outer steps have passed.
-            starts = (s.stage_steps > 0) | (jnp.sum(_pattern_support(obj, s.W)) <= limit)
-            room = full | (starts & ~s.filled & (s.stage_steps < working_set.stage_steps))
-            return (s.status == RUNNING) & (s.iterations < max_iters) & room
+    def outer(s: OuterState, C: int) -> OuterState:
+        full, limit = C == P, int(working_set.fill * C)
+        if full:
+            idx, sub = jnp.arange(P), problem
+        else:
+            # the non-zero patterns first, then by violation; those proven zero (gap-safe) last
+            safe = certificates.safe_zero(problem, lam, s.G, s.gap, norms)
+            score = jnp.where(safe, -jnp.inf, obj.penalty.pattern_dual_norms(s.G))
+            priority = jnp.where(_pattern_support(obj, s.W), jnp.inf, score)
+            idx = jnp.sort(lax.top_k(priority, C)[1])
+            sub = restrict(problem, idx)
+        inner = solve_composite(
+            GatedObjective(problem=sub), lam, s.W[idx], tol if full else inner_tol(s), max_iters - s.iterations,
+            polish=polish, options=options, support_limit=None if full else (limit, working_set.hold),
+        )  # fmt: skip
+        W = inner.W if full else jnp.zeros_like(s.W).at[idx].set(inner.W)
+        img = inner.fista.img
+        g, G, gap = _full_point(obj, lam, W, img)
+        objective = inner.objective
+        iterations = s.iterations + inner.iterations + 1
+        # A non-finite inner solve hands back its last finite iterate, and the outer loop stops there.
+        finite = inner.status != Status.NONFINITE
+        status = jnp.where(finite, _status(objective, gap, tol), Status.NONFINITE)
+        # An inner solve that stalled at the dtype's precision, twice with no progress: the outer loop stops.
+        no_progress = (objective >= s.objective) & (gap >= s.gap)
+        stalled = (inner.status == Status.STALLED) & s.stalled_inner & no_progress
+        status = jnp.where((status == RUNNING) & stalled, Status.STALLED, status).astype(jnp.int32)
+        if full:  # the inner solve is the whole program's: its status is the answer (STALLED, MAX_ITERS too)
+            status = jnp.where(status == RUNNING, inner.status, status).astype(jnp.int32)
+        filled = inner.crowded > working_set.hold  # the inner solve stopped because its set filled
+        new = OuterState(
+            W=W, img=img, g=g, G=G, objective=objective, gap=gap, step=inner.fista.step, iterations=iterations,
+            status=status, outer_steps=s.outer_steps + 1, capacity=jnp.asarray(C, jnp.int32),
+            stalled_inner=inner.status == Status.STALLED, filled=filled,
+            stage_steps=s.stage_steps + 1,
+        )  # fmt: skip
+        if report is not None:
+            report(new, since=s.iterations, when=new.status == RUNNING)
+        return new
 
-        def outer(s: OuterState, C=C, full=full, limit=limit) -> OuterState:
-            if full:
-                idx, sub = jnp.arange(P), problem
-            else:
-                # the non-zero patterns first, then by violation; those proven zero (gap-safe) last
-                safe = certificates.safe_zero(problem, lam, s.G, s.gap, norms)
-                score = jnp.where(safe, -jnp.inf, obj.penalty.pattern_dual_norms(s.G))
-                priority = jnp.where(_pattern_support(obj, s.W), jnp.inf, score)
-                idx = jnp.sort(lax.top_k(priority, C)[1])
-                sub = restrict(problem, idx)
-            inner = solve_composite(
-                GatedObjective(problem=sub), lam, s.W[idx], tol if full else inner_tol(s), max_iters - s.iterations,
-                polish=polish, options=options, support_limit=None if full else (limit, working_set.hold),
-            )  # fmt: skip
-            W = inner.W if full else jnp.zeros_like(s.W).at[idx].set(inner.W)
-            img = inner.fista.img
-            g, G, gap = _full_point(obj, lam, W, img)
-            objective = inner.objective
-            iterations = s.iterations + inner.iterations + 1
-            # A non-finite inner solve hands back its last finite iterate, and the outer loop stops there.
-            finite = inner.status != Status.NONFINITE
-            status = jnp.where(finite, _status(objective, gap, tol), Status.NONFINITE)
-            # An inner solve that stalled at the dtype's precision, twice with no progress: the outer loop stops.
-            no_progress = (objective >= s.objective) & (gap >= s.gap)
-            stalled = (inner.status == Status.STALLED) & s.stalled_inner & no_progress
-            status = jnp.where((status == RUNNING) & stalled, Status.STALLED, status).astype(jnp.int32)
-            if full:  # the inner solve is the whole program's: its status is the answer (STALLED, MAX_ITERS too)
-                status = jnp.where(status == RUNNING, inner.status, status).astype(jnp.int32)
-            filled = inner.crowded > working_set.hold  # the inner solve stopped because its set filled
-            new = OuterState(
-                W=W, img=img, g=g, G=G, objective=objective, gap=gap, step=inner.fista.step, iterations=iterations,
-                status=status, outer_steps=s.outer_steps + 1, capacity=jnp.asarray(C, jnp.int32),
-                stalled_inner=inner.status == Status.STALLED, filled=filled,
-                stage_steps=s.stage_steps + 1,
-            )  # fmt: skip
-            if report is not None:
-                report(new, since=s.iterations, when=new.status == RUNNING)
-            return new
+    def restart(s: OuterState) -> OuterState:
+        return s._replace(filled=jnp.zeros((), bool), stage_steps=zero)
 
-        state = lax.while_loop(fits, outer, state._replace(filled=jnp.zeros((), bool), stage_steps=zero))
-
-    state = state._replace(status=jnp.where(state.status == RUNNING, Status.MAX_ITERS, state.status).astype(jnp.int32))
-    if report is not None:
-        report(state, status=state.status)
-    return state
+    return run_stages(P, working_set, state, fits, outer, restart, report)
 
 
 def _status(objective: Scalar, gap: Scalar, tol: Scalar) -> Int[Array, ""]:
