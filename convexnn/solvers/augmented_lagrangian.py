@@ -226,8 +226,8 @@ def solve_relu_al(
     not moved beyond rounding, and the violation has not halved (float32 reaches such a floor: the multipliers
     carry ρ × the rounding of X W); MAX_ITERS when the budget runs out; NONFINITE on divergence (the last
     finite point). When it stops short, the state's point is the best within `constraint_tol` (smallest
-    gap) if an outer step found one better than the start, else the finite point nearest to meeting `rule`
-    (smallest `ReluRule.distance`).
+    gap), unless that is the start and the finite point nearest to meeting `rule` (smallest
+    `ReluRule.distance`) has an objective below the start's by more than its gap: then that point.
 
     With a `monitor` (static), reports after outer steps (every `monitor.every` iterations) and at the end,
     in the user's units when the problem was rescaled by `units` (ρ has none: it is the same in both).
@@ -238,11 +238,14 @@ def solve_relu_al(
         s0 = state._replace(status=jnp.where(_met(rule, state.point), Status.CONVERGED, RUNNING).astype(jnp.int32))
 
     def finish(out: ALState) -> ALState:
-        # Stopped short of the tolerances: hand back the best point within constraint_tol that improved on the
-        # start, else the point nearest to meeting both (a float32 solve whose violation stalls just above
-        # constraint_tol would otherwise return its zero start, which always lies within it).
+        # Stopped short of the tolerances: hand back the best point within constraint_tol, unless that is the start
+        # and the point nearest to meeting both lies below it by more than its own gap (a float32 solve whose
+        # violation stalls just above constraint_tol would otherwise return its zero start; a start that is the
+        # optimum, as at λ ≥ λ_max, stays).
         short = (out.status == Status.MAX_ITERS) | (out.status == Status.STALLED)
-        chosen = select(out.improved, out.best, out.nearest)
+        far_below = out.nearest.objective + out.nearest.gap < out.best.objective
+        use_nearest = ~jnp.isfinite(out.best.gap) | (~out.improved & far_below)
+        chosen = select(use_nearest, out.nearest, out.best)
         return out._replace(point=select(short, chosen, out.point))
 
     return iterate(
