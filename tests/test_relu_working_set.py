@@ -81,3 +81,16 @@ def test_working_sets_report_a_set_smaller_than_P_when_the_optimum_needs_few_pat
     assert int(sol.status) == cn.Status.CONVERGED, sol
     assert int(sol.stats["capacity"]) < 24
     assert abs(float(sol.objective) - p_star) <= 1e-6 * max(1.0, p_star)
+
+
+@pytest.mark.parametrize("mode", ["warm", "vmap"])
+def test_a_relu_path_on_working_sets_matches_the_path_on_every_pattern(mode):
+    """`solve_path(model="relu")` with working sets, warm (one λ after another) and vmapped (every λ at once, each lane
+    its own set): every λ certified, at the objectives of the path on every pattern."""
+    p = helpers.teacher(n=80, d=5, P=24, seed=1)
+    lams = jnp.asarray([3e-2, 1e-2])
+    ws = cn.solve_path(p.X, p.y, p.masks, lams, model="relu", mode=mode, tol=1e-8, options=WS)
+    plain = cn.solve_path(p.X, p.y, p.masks, lams, model="relu", mode=mode, tol=1e-8)
+    assert np.all(np.asarray(ws.status) == cn.Status.CONVERGED), ws.status
+    np.testing.assert_allclose(np.asarray(ws.objective), np.asarray(plain.objective), rtol=1e-6)
+    assert np.all(np.asarray(ws.gap) >= 0)
