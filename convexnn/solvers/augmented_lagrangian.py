@@ -107,9 +107,9 @@ def _rho_max(problem: Problem, opts: ALOptions, dtype) -> Scalar:
     return jnp.asarray(opts.rho_max_eps / (problem.N * jnp.finfo(dtype).eps), dtype)
 
 
-def initial_state(problem: Problem, lam, W0, rule: ReluRule, opts: ALOptions, gamma0=None, rho0=None) -> ALState:
-    """The AL's state at W0, with multipliers `gamma0` (default zero) and penalty `rho0` (default rho0/N): what
-    `solve_relu_al(state=...)` starts from (working sets hand their multipliers on from one set to the next)."""
+def initial_state(problem: Problem, lam, W0, rule: ReluRule, opts: ALOptions, gamma0=None) -> ALState:
+    """The AL's state at W0 with multipliers `gamma0` (default zero) and ρ = rho0/N: what `solve_relu_al(state=...)`
+    starts from (working sets hand their multipliers on from one set to the next)."""
     dtype = W0.dtype
     gamma0 = jnp.zeros(problem.residual_shape(W0.shape[0]), dtype) if gamma0 is None else gamma0
     rho_max = _rho_max(problem, opts, dtype)
@@ -122,7 +122,7 @@ def initial_state(problem: Problem, lam, W0, rule: ReluRule, opts: ALOptions, ga
         nearest=start,
         improved=jnp.zeros((), bool),
         gamma=gamma0,
-        rho=jnp.minimum(jnp.asarray(opts.rho0 / problem.N, dtype) if rho0 is None else rho0, rho_max),
+        rho=jnp.minimum(jnp.asarray(opts.rho0 / problem.N, dtype), rho_max),
         inner_tol=jnp.maximum(rule.tol, jnp.asarray(opts.inner_tol0, dtype)),
         iterations=jnp.zeros((), jnp.int32),
         outer_steps=jnp.zeros((), jnp.int32),

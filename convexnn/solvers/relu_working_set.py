@@ -47,7 +47,7 @@ class ReluOuterState(NamedTuple):
     violation: Scalar
     scores: Array  # (P,): the largest cone score of each pattern's blocks
     gamma: Array  # the certificate's multipliers (n, c, 2P): the inner AL's on its set, the projections' elsewhere
-    rho: Scalar  # the last inner AL's penalty (0: none yet)
+    rho: Scalar  # the last inner AL's penalty (reported as the step; each inner AL starts from rho0/N)
     iterations: Int[Array, ""]
     outer_steps: Int[Array, ""]
     capacity: Int[Array, ""]
